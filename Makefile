@@ -1,0 +1,73 @@
+# modelplane task file. Heavy caches live outside the repository, in $(MODELPLANE_CACHE).
+MODELPLANE_CACHE ?= $(HOME)/.cache/modelplane
+export MODELPLANE_CACHE
+VENV ?= $(MODELPLANE_CACHE)/venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help venv tools cluster cluster-down cluster-status operator demo chart-sync bundle bench-venv bench-runtime bench-operator lint test test-unit test-cluster kind clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+# Reinstalled when pyproject.toml changes or another checkout installed itself here.
+VENV_STAMP = $(CURDIR) $(shell cat pyproject.toml | md5sum | cut -c1-12)
+venv: ## Python environment with every extra (in the cache folder)
+	@if [ "$$(cat $(VENV)/.installed 2>/dev/null)" != "$(VENV_STAMP)" ]; then \
+	  set -e; python3 -m venv $(VENV); \
+	  $(PY) -m pip install --quiet --upgrade pip; \
+	  $(PY) -m pip install --quiet -e '.[dev]'; \
+	  echo "$(VENV_STAMP)" > $(VENV)/.installed; \
+	fi
+
+tools: ## build etcd, kube-*, kubectl, kwok and helm into the cache (cold: ~20 min)
+	bash hack/build-tools.sh
+
+cluster: venv tools ## start the local control plane with simulated CPU and GPU nodes
+	$(PY) hack/cluster.py up
+
+cluster-down: ## stop the local control plane
+	$(PY) hack/cluster.py down
+
+cluster-status: ## show components and nodes
+	$(PY) hack/cluster.py status
+
+operator: venv ## run the operator in the foreground against the local cluster
+	$(PY) hack/run-operator.py
+
+demo: ## the newcomer's first command: set up and run the demo
+	bash hack/demo.sh
+
+lint: venv tools ## ruff, mypy and helm lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(MODELPLANE_CACHE)/bin/helm lint --strict charts/modelplane
+
+chart-sync: ## copy crds/ into the chart after changing the CRD
+	bash hack/sync-chart-crds.sh
+
+bundle: tools ## render deploy/modelplane.yaml from the chart
+	bash hack/render-bundle.sh
+
+test-unit: venv ## fast tests, no cluster
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+test: venv tools lint ## every test: lint, unit, cluster (gpu and kind skip where absent)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench-venv: ## a separate environment for the runtime benchmark's peers (kserve, torchserve)
+	python3 -m venv $(MODELPLANE_CACHE)/bench-venv
+	$(MODELPLANE_CACHE)/bench-venv/bin/pip install --quiet -e '.[runtime,test,bench]'
+
+bench-runtime: bench-venv ## runtime benchmark: writes docs/benchmarks/runtime.*
+	$(MODELPLANE_CACHE)/bench-venv/bin/python benchmarks/runtime/bench.py
+
+bench-operator: venv tools ## operator benchmark at 1000 objects: writes docs/benchmarks/operator.*
+	$(PY) benchmarks/operator/bench.py
+
+kind: ## a kind cluster for users with Docker
+	bash hack/kind.sh
+
+clean: ## remove the Python environment (the Go build cache is kept)
+	rm -rf $(VENV)

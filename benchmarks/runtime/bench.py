@@ -1,0 +1,460 @@
+"""Runtime benchmark: modelplane vs the HTTP floor, the compute limit, KServe and TorchServe.
+
+Run in the benchmark environment (`pip install -e '.[runtime,test,bench]'`; Java 11+ for
+TorchServe):
+
+    ~/.cache/modelplane/bench-venv/bin/python benchmarks/runtime/bench.py
+
+Two models built locally (tiny 16->64->4 and compute-bound 512->2048->2048->512), each
+served in turn by: a bare echo ASGI app on uvicorn (the HTTP floor), the modelplane runtime
+with and without dynamic batching, KServe's ModelServer (one worker) and TorchServe 0.12
+(one worker, with and without its batching). A closed-loop load generator (tritonclient,
+binary tensors; TorchServe through its JSON API) runs at concurrency 1, 4, 16, 32. Servers
+are pinned to CPU 0 and the load generator to CPU 1, so each side has one core; the
+in-process forward pass (the compute limit) is measured pinned to CPU 0 as well. Results go
+to docs/benchmarks/runtime.json and runtime.png; the target ratios are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO / "runtime"))
+
+from modelplane_runtime.model import LoadedModel  # noqa: E402
+from modelplane_runtime.package import load_factory, package_model  # noqa: E402
+from modelplane_runtime.protocol import InferRequest, encode_response  # noqa: E402
+
+CONCURRENCY = (1, 4, 16, 32)
+INPROCESS_BATCHES = (1, 4, 16, 32)
+MODELS = {"tiny": ("tiny_mlp", 16, 4), "compute": ("compute_mlp", 512, 512)}
+SERVER_CPUS = {0}
+CLIENT_CPUS = {1}
+MAX_BATCH = 32
+QUEUE_DELAY_MS = 5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pinned(cpus: set[int]) -> Callable[[], None]:
+    def apply() -> None:
+        if len(os.sched_getaffinity(0)) > 1:
+            os.sched_setaffinity(0, cpus)
+
+    return apply
+
+
+class Server:
+    """A server process group on the server CPU; stopped with SIGTERM, then SIGKILL."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> None:
+        self.log = log
+        self._log = log.open("wb")
+        self.process = subprocess.Popen(
+            cmd,
+            env={**os.environ, **env},
+            cwd=cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=pinned(SERVER_CPUS),
+            start_new_session=True,
+        )
+
+    def wait(self, check: Callable[[], bool], timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"exited: {self.log.read_text(errors='replace')[-2000:]}")
+            try:
+                if check():
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(
+            f"not ready in {timeout}s: {self.log.read_text(errors='replace')[-2000:]}"
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+
+def build_model(name: str, work: Path) -> Path:
+    factory, width, _ = MODELS[name]
+    out = work / name
+    module = load_factory(f"{REPO / 'examples/models/mlp.py'}:{factory}")()
+    package_model(module, {"x": torch.randn(2, width)}, out, name=name, max_batch_size=64)
+    return out
+
+
+def canned_response(model_dir: Path, name: str, width: int) -> tuple[bytes, int]:
+    model = LoadedModel.load(model_dir / "metadata.json")
+    x = {"x": np.zeros((1, width), np.float32)}
+    request = InferRequest(None, x, {"output0": True}, True)
+    encoded = encode_response(name, "1", request, model.predict(x), {"output0": "FP32"})
+    assert encoded.json_length is not None
+    return encoded.body, encoded.json_length
+
+
+def load(kind: str, port: int, name: str, width: int, out_width: int, args: Any) -> dict[str, Any]:
+    results = {}
+    for concurrency in CONCURRENCY:
+        spec = {
+            "kind": kind,
+            "url": f"127.0.0.1:{port}",
+            "model": name,
+            "width": width,
+            "out_width": out_width,
+            "concurrency": concurrency,
+            "duration": args.duration,
+            "warmup": args.warmup,
+        }
+        done = subprocess.run(
+            [sys.executable, str(HERE / "loadgen.py"), json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            preexec_fn=pinned(CLIENT_CPUS),
+            timeout=args.duration + args.warmup + 120,
+        )
+        if done.returncode != 0:
+            results[str(concurrency)] = {"error": done.stderr.strip()[-500:]}
+        else:
+            results[str(concurrency)] = json.loads(done.stdout)
+            results[str(concurrency)]["rows_per_s"] = results[str(concurrency)]["rps"]
+        print(f"    c={concurrency:<3} {json.dumps(results[str(concurrency)])}", flush=True)
+    return results
+
+
+def oip_ready(port: int, name: str) -> Callable[[], bool]:
+    return lambda: httpx.get(f"http://127.0.0.1:{port}/v2/models/{name}/ready").status_code == 200
+
+
+def torchserve_ready(port: int, name: str, width: int) -> Callable[[], bool]:
+    body = {"data": [[0.0] * width]}
+    url = f"http://127.0.0.1:{port}/predictions/{name}"
+    return lambda: httpx.post(url, json=body, timeout=30).status_code == 200
+
+
+def run_model(name: str, model_dir: Path, work: Path, args: Any) -> dict[str, Any]:
+    _, width, out_width = MODELS[name]
+    python = sys.executable
+    out: dict[str, Any] = {"servers": {}}
+    print(f"== {name}: in-process forward", flush=True)
+    done = subprocess.run(
+        [python, str(HERE / "inprocess.py"), str(model_dir), str(args.duration)]
+        + [str(b) for b in INPROCESS_BATCHES],
+        capture_output=True,
+        text=True,
+        preexec_fn=pinned(SERVER_CPUS),
+        check=True,
+    )
+    out["inprocess"] = json.loads(done.stdout)
+    print(f"    {json.dumps(out['inprocess'])}", flush=True)
+
+    body, header_length = canned_response(model_dir, name, width)
+    (work / f"{name}.response").write_bytes(body)
+    runtime_env = {
+        "PYTHONPATH": str(REPO / "runtime"),
+        "MODELPLANE_MODEL_NAME": name,
+        "MODELPLANE_MODEL_DIR": str(model_dir),
+        "MODELPLANE_HOST": "127.0.0.1",
+        "MODELPLANE_MAX_BATCH_SIZE": str(MAX_BATCH),
+        "MODELPLANE_MAX_QUEUE_DELAY_MS": str(QUEUE_DELAY_MS),
+    }
+    store = work / f"{name}-store"
+    store.mkdir(exist_ok=True)
+    subprocess.run(
+        [
+            str(Path(python).with_name("torch-model-archiver")),
+            "--model-name",
+            name,
+            "--version",
+            "1.0",
+            "--handler",
+            str(HERE / "torchserve_handler.py"),
+            "--extra-files",
+            str(model_dir / "model.pt2"),
+            "--export-path",
+            str(store),
+            "--force",
+        ],
+        check=True,
+    )
+
+    def echo(port: int) -> tuple[list[str], dict[str, str], Callable[[], bool], Path]:
+        cmd = [
+            python,
+            "-m",
+            "uvicorn",
+            "echo_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+        env = {
+            "ECHO_RESPONSE_FILE": str(work / f"{name}.response"),
+            "ECHO_HEADER_LENGTH": str(header_length),
+        }
+        return cmd, env, lambda: httpx.post(f"http://127.0.0.1:{port}/").status_code == 200, HERE
+
+    def modelplane(batching: bool) -> Callable[[int], Any]:
+        def make(port: int) -> tuple[list[str], dict[str, str], Callable[[], bool], Path]:
+            env = {
+                **runtime_env,
+                "MODELPLANE_PORT": str(port),
+                "MODELPLANE_BATCHING": "true" if batching else "false",
+            }
+            return [python, "-m", "modelplane_runtime"], env, oip_ready(port, name), work
+
+        return make
+
+    def kserve(port: int) -> tuple[list[str], dict[str, str], Callable[[], bool], Path]:
+        cmd = [python, str(HERE / "kserve_server.py"), str(model_dir), name, str(port)]
+        return cmd, {}, oip_ready(port, name), work
+
+    def torchserve(batching: bool) -> Callable[[int], Any]:
+        def make(port: int) -> tuple[list[str], dict[str, str], Callable[[], bool], Path]:
+            home = work / f"ts-{name}-{int(batching)}"
+            home.mkdir(exist_ok=True)
+            batch = MAX_BATCH if batching else 1
+            models = {
+                name: {
+                    "1.0": {
+                        "defaultVersion": True,
+                        "marName": f"{name}.mar",
+                        "minWorkers": 1,
+                        "maxWorkers": 1,
+                        "batchSize": batch,
+                        "maxBatchDelay": QUEUE_DELAY_MS,
+                        "responseTimeout": 120,
+                    }
+                }
+            }
+            config = home / "config.properties"
+            config.write_text(
+                f"inference_address=http://127.0.0.1:{port}\n"
+                f"management_address=http://127.0.0.1:{free_port()}\n"
+                f"metrics_address=http://127.0.0.1:{free_port()}\n"
+                "disable_token_authorization=true\nenable_envvars_config=false\n"
+                f"default_workers_per_model=1\nmodel_store={store}\nload_models={name}.mar\n"
+                f"models={json.dumps(models)}\n"
+            )
+            cmd = [
+                str(Path(python).with_name("torchserve")),
+                "--start",
+                "--foreground",
+                "--ncs",
+                "--disable-token-auth",
+                "--model-store",
+                str(store),
+                "--ts-config",
+                str(config),
+            ]
+            # TorchServe keeps its pid file in the temp folder: one per instance.
+            env = {"PATH": f"{Path(python).parent}:{os.environ['PATH']}", "TMPDIR": str(home)}
+            return cmd, env, torchserve_ready(port, name, width), home
+
+        return make
+
+    servers: list[tuple[str, str, Callable[[int], Any]]] = [
+        ("echo floor", "oip", echo),
+        ("modelplane (batching)", "oip", modelplane(True)),
+        ("modelplane (no batching)", "oip", modelplane(False)),
+        ("kserve", "oip", kserve),
+    ]
+    if shutil.which("java") and not args.skip_torchserve:
+        servers += [
+            ("torchserve", "torchserve", torchserve(False)),
+            ("torchserve (batching)", "torchserve", torchserve(True)),
+        ]
+    if args.servers:
+        servers = [s for s in servers if s[0] in args.servers.split(",")]
+    for label, kind, make in servers:
+        print(f"== {name}: {label}", flush=True)
+        port = free_port()
+        cmd, env, ready, cwd = make(port)
+        safe = label.replace(" ", "_").replace("(", "").replace(")", "")
+        server = Server(cmd, env, cwd, work / f"{name}-{safe}.log")
+        try:
+            server.wait(ready)
+            out["servers"][label] = load(kind, port, name, width, out_width, args)
+        except Exception as exc:
+            out["servers"][label] = {"error": str(exc)[-1000:]}
+            print(f"    failed: {str(exc)[-400:]}", flush=True)
+        finally:
+            server.stop()
+    return out
+
+
+def metric(results: dict[str, Any], model: str, server: str, c: int, key: str) -> float | None:
+    row = results[model]["servers"].get(server, {}).get(str(c), {})
+    value = row.get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
+    checks = []
+
+    def check(what: str, num: float | None, den: float | None, target: float, higher: bool) -> None:
+        ratio = None if num is None or not den else num / den
+        ok = None if ratio is None else (ratio >= target if higher else ratio <= target)
+        sign = ">=" if higher else "<="
+        checks.append({"check": what, "ratio": ratio, "target": f"{sign} {target}", "met": ok})
+
+    mp, mpn = "modelplane (batching)", "modelplane (no batching)"
+    tiny = lambda s, k="rps": metric(results, "tiny", s, 16, k)  # noqa: E731
+    big = lambda s, k="rps": metric(results, "compute", s, 16, k)  # noqa: E731
+    check("tiny c16: modelplane (batching) / kserve throughput", tiny(mp), tiny("kserve"), 2, True)
+    check(
+        "tiny c16: modelplane (no batching) / kserve throughput", tiny(mpn), tiny("kserve"), 2, True
+    )
+    check("tiny c16: modelplane (batching) / echo floor", tiny(mp), tiny("echo floor"), 0.8, True)
+    check(
+        "tiny c16: modelplane (no batching) / echo floor", tiny(mpn), tiny("echo floor"), 0.8, True
+    )
+    check("compute c16: modelplane (batching) / kserve", big(mp), big("kserve"), 3, True)
+    check(
+        "compute c16: modelplane (batching) / torchserve (batching)",
+        big(mp),
+        big("torchserve (batching)"),
+        1,
+        True,
+    )
+    inproc16 = results["compute"]["inprocess"]["batches"]["16"]["rows_per_s"]
+    check(
+        "compute c16: modelplane (batching) rows/s / in-process batch 16",
+        big(mp),
+        inproc16,
+        0.8,
+        True,
+    )
+    for model in ("tiny", "compute"):
+        floor = metric(results, model, "echo floor", 1, "p50_ms")
+        forward = results[model]["inprocess"]["batches"]["1"]["p50_ms"]
+        limit = None if floor is None else floor + forward
+        for server in (mp, mpn):
+            p50 = metric(results, model, server, 1, "p50_ms")
+            check(f"{model} c1 p50: {server} / (forward + echo p50)", p50, limit, 1.3, False)
+    return checks
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    for column, model in enumerate(("tiny", "compute")):
+        for label, rows in results[model]["servers"].items():
+            xs = [c for c in CONCURRENCY if isinstance(rows.get(str(c), {}).get("rps"), float)]
+            if not xs:
+                continue
+            axes[0][column].plot(xs, [rows[str(c)]["rps"] for c in xs], marker="o", label=label)
+            axes[1][column].plot(xs, [rows[str(c)]["p50_ms"] for c in xs], marker="o", label=label)
+        inproc = results[model]["inprocess"]["batches"]
+        axes[0][column].axhline(
+            inproc["16"]["rows_per_s"], linestyle="--", color="grey", label="in-process batch 16"
+        )
+        axes[0][column].set_title(f"{model}: rows/s (one row per request)")
+        axes[1][column].set_title(f"{model}: p50 latency (ms)")
+        for row in (0, 1):
+            axes[row][column].set_xscale("log", base=2)
+            axes[row][column].set_xticks(list(CONCURRENCY), [str(c) for c in CONCURRENCY])
+            axes[row][column].set_xlabel("concurrency")
+            axes[row][column].grid(alpha=0.3)
+        axes[1][column].set_yscale("log")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds measured per point")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
+    parser.add_argument("--models", default="tiny,compute")
+    parser.add_argument("--skip-torchserve", action="store_true")
+    parser.add_argument("--servers", default="", help="comma-separated labels (default: all)")
+    args = parser.parse_args()
+    if len(os.sched_getaffinity(0)) < 2:
+        sys.exit("needs two CPUs: one for the servers, one for the load generator")
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "server_cpus": sorted(SERVER_CPUS),
+            "client_cpus": sorted(CLIENT_CPUS),
+            # Other work on the machine skews every row alike; recorded to judge the run.
+            "loadavg_at_start": os.getloadavg(),
+        },
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "max_batch_size": MAX_BATCH,
+            "max_queue_delay_ms": QUEUE_DELAY_MS,
+            "concurrency": list(CONCURRENCY),
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="modelplane-bench-") as tmp:
+        work = Path(tmp)
+        for name in args.models.split(","):
+            results[name] = run_model(name, build_model(name, work), work, args)
+        if args.out:
+            for log in work.glob("*.log"):
+                shutil.copy(log, Path(tempfile.gettempdir()) / f"modelplane-bench-{log.name}")
+    results["machine"]["loadavg_at_end"] = os.getloadavg()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if {"tiny", "compute"} <= results.keys():
+        results["ratios"] = ratios(results)
+        plot(results, args.out / "runtime.png")
+    (args.out / "runtime.json").write_text(json.dumps(results, indent=2) + "\n")
+    for row in results.get("ratios", []):
+        ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.2f}"
+        verdict = {True: "met", False: "NOT met", None: "n/a"}[row["met"]]
+        print(f"{row['check']:<72} {ratio:>7} (target {row['target']}): {verdict}")
+    print(f"wrote {args.out / 'runtime.json'} and runtime.png")
+
+
+if __name__ == "__main__":
+    main()

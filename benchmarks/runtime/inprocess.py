@@ -1,0 +1,42 @@
+"""The compute limit: the program's forward pass in-process, at several batch sizes.
+
+Usage: python inprocess.py MODEL_DIR DURATION_S BATCH [BATCH ...]  -> JSON on stdout
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+
+def main() -> None:
+    model_dir, duration = sys.argv[1], float(sys.argv[2])
+    batches = [int(b) for b in sys.argv[3:]]
+    module = torch.export.load(f"{model_dir}/model.pt2").module()
+    width = next(p for p in module.parameters()).shape[1]
+    results = {}
+    with torch.inference_mode():
+        for batch in batches:
+            x = torch.randn(batch, width)
+            for _ in range(20):
+                module(x)
+            latencies = []
+            end = time.perf_counter() + duration
+            while time.perf_counter() < end:
+                start = time.perf_counter()
+                module(x)
+                latencies.append(time.perf_counter() - start)
+            total = sum(latencies)
+            results[str(batch)] = {
+                "rows_per_s": batch * len(latencies) / total,
+                "p50_ms": statistics.median(latencies) * 1e3,
+            }
+    print(json.dumps({"threads": torch.get_num_threads(), "batches": results}))
+
+
+if __name__ == "__main__":
+    main()

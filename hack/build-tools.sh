@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl), kwok and helm from the Go module proxy into a cache
+# outside the repository. Each tool lands in $MODELPLANE_CACHE/bin/<tool>-<version>
+# and is rebuilt only when its pinned version changes. Prints the bin folder.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=hack/versions.env
+source "$here/versions.env"
+
+cache=${MODELPLANE_CACHE:-$HOME/.cache/modelplane}
+bin="$cache/bin"
+work="$cache/build"
+mkdir -p "$bin" "$work"
+
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+log() { printf '[build-tools] %s\n' "$*" >&2; }
+
+have() { # have TOOL VERSION -> true when the cached binary exists
+  [ -x "$bin/$1-$2" ]
+}
+
+link() { # link TOOL VERSION: stable name -> versioned binary
+  ln -sf "$1-$2" "$bin/$1"
+}
+
+build_etcd() {
+  have etcd "$ETCD_VERSION" && { link etcd "$ETCD_VERSION"; return; }
+  log "building etcd $ETCD_VERSION"
+  local dir="$work/etcd-$ETCD_VERSION"
+  mkdir -p "$dir"
+  # The etcd server module carries replace directives, so it cannot be
+  # `go install`ed directly; a wrapper module that calls etcdmain can be built.
+  cat >"$dir/go.mod" <<MOD
+module modelplane.local/etcd
+
+go 1.26.0
+
+require go.etcd.io/etcd/server/v3 $ETCD_VERSION
+MOD
+  cat >"$dir/main.go" <<'SRC'
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+SRC
+  (cd "$dir" && go mod tidy >&2 && go build -trimpath -ldflags "-s -w" -o "$bin/etcd-$ETCD_VERSION" .)
+  link etcd "$ETCD_VERSION"
+}
+
+build_kubernetes() {
+  local tools=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  local missing=0 t
+  for t in "${tools[@]}"; do have "$t" "$KUBERNETES_VERSION" || missing=1; done
+  if [ "$missing" = 1 ]; then
+    log "building ${tools[*]} $KUBERNETES_VERSION (cold: 15-25 minutes on 2 cores)"
+    local dir="$work/kubernetes-$KUBERNETES_VERSION"
+    local staging="v0.${KUBERNETES_VERSION#v1.}"
+    mkdir -p "$dir"
+    # k8s.io/kubernetes requires its staging modules at v0.0.0 and relies on
+    # replace lines in its own go.mod; a wrapper must pin each one itself.
+    local replaces
+    replaces=$(curl -fsSL "${GOPROXY_URL:-https://proxy.golang.org}/k8s.io/kubernetes/@v/$KUBERNETES_VERSION.mod" \
+      | awk -v v="$staging" '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {printf "\t%s => %s %s\n", $1, $1, v}')
+    cat >"$dir/go.mod" <<MOD
+module modelplane.local/kubernetes
+
+go 1.26.0
+
+require k8s.io/kubernetes $KUBERNETES_VERSION
+
+replace (
+$replaces
+)
+MOD
+    local ldflags="-s -w"
+    local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+      ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+    done
+    (
+      cd "$dir"
+      local out="$dir/out" pkgs=()
+      mkdir -p "$out"
+      for t in "${tools[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$t"); done
+      go build -trimpath -ldflags "$ldflags" -o "$out/" "${pkgs[@]}"
+      for t in "${tools[@]}"; do mv "$out/$t" "$bin/$t-$KUBERNETES_VERSION"; done
+    )
+  fi
+  for t in "${tools[@]}"; do link "$t" "$KUBERNETES_VERSION"; done
+}
+
+build_module_tool() { # build_module_tool NAME MODULE VERSION PACKAGE [LDFLAGS]
+  local name=$1 module=$2 version=$3 pkg=$4 extra=${5:-}
+  have "$name" "$version" && { link "$name" "$version"; return; }
+  log "building $name $version"
+  local dir="$work/$name-$version"
+  mkdir -p "$dir"
+  printf 'module modelplane.local/%s\n\ngo 1.26.0\n\nrequire %s %s\n' "$name" "$module" "$version" >"$dir/go.mod"
+  (cd "$dir" && go build -trimpath -ldflags "-s -w $extra" -o "$bin/$name-$version" "$pkg")
+  link "$name" "$version"
+}
+
+build_kstatus() {
+  # Our own small helper (hack/kstatus/main.go) over the kstatus library; keyed by
+  # the library version and the source's hash.
+  local src="$here/kstatus/main.go"
+  local key
+  key="$KSTATUS_CLI_UTILS_VERSION-$(sha256sum "$src" | cut -c1-8)"
+  have kstatus "$key" && { link kstatus "$key"; return; }
+  log "building kstatus (cli-utils $KSTATUS_CLI_UTILS_VERSION)"
+  local dir="$work/kstatus-$key"
+  mkdir -p "$dir"
+  cp "$src" "$dir/main.go"
+  printf 'module modelplane.local/kstatus\n\ngo 1.26.0\n\nrequire sigs.k8s.io/cli-utils %s\n' \
+    "$KSTATUS_CLI_UTILS_VERSION" >"$dir/go.mod"
+  (cd "$dir" && go mod tidy >&2 && go build -trimpath -ldflags "-s -w" -o "$bin/kstatus-$key" .)
+  link kstatus "$key"
+}
+
+build_etcd
+build_kubernetes
+build_module_tool kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok \
+  "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
+build_module_tool helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
+  "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+build_kstatus
+echo "$bin"

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Start, inspect and stop the local modelplane test cluster.
+
+python hack/cluster.py up        # build tools if needed, start, print KUBECONFIG
+python hack/cluster.py status    # components and nodes
+python hack/cluster.py down      # stop everything, delete its data
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from localcluster import HACK_DIR, LocalCluster, default_nodes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("command", choices=["up", "down", "status", "kubeconfig"])
+    parser.add_argument("--name", default="modelplane", help="cluster name (state folder)")
+    parser.add_argument("--cpu-nodes", type=int, default=2)
+    parser.add_argument("--gpu-nodes", type=int, default=2)
+    parser.add_argument("--gpus-per-node", type=int, default=4)
+    args = parser.parse_args(argv)
+    cluster = LocalCluster(args.name)
+
+    if args.command == "up":
+        subprocess.run(
+            ["bash", str(HACK_DIR / "build-tools.sh")], check=True, stdout=subprocess.DEVNULL
+        )
+        reused = cluster.is_running()
+        cluster.start(default_nodes(args.cpu_nodes, args.gpu_nodes, args.gpus_per_node))
+        print(f"cluster {args.name!r} {'already running' if reused else 'started'}")
+        print(f"export KUBECONFIG={cluster.kubeconfig}")
+        return 0
+    if args.command == "down":
+        cluster.stop()
+        print(f"cluster {args.name!r} stopped")
+        return 0
+    if args.command == "kubeconfig":
+        print(cluster.kubeconfig)
+        return 0
+    state = cluster.state()
+    if state is None or not cluster.is_running():
+        print(f"cluster {args.name!r} is not running")
+        return 1
+    print(f"cluster {args.name!r} at {state.server}, KUBECONFIG={cluster.kubeconfig}")
+    print(cluster.kubectl("version").stdout)
+    print(
+        cluster.kubectl(
+            "get",
+            "nodes",
+            "-L",
+            "nvidia.com/gpu.product",
+            "-o",
+            "custom-columns=NAME:.metadata.name,STATUS:.status.conditions[?(@.type=='Ready')].type,"
+            "GPUS:.status.allocatable.nvidia\\.com/gpu,PRODUCT:.metadata.labels.nvidia\\.com/gpu\\.product,"
+            "TAINTS:.spec.taints[*].key",
+        ).stdout
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

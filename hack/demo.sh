@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The README's first command (`make demo`): on a fresh machine, sets everything up,
+# starts the local cluster (simulated CPU and GPU nodes), runs the operator and
+# serves a ModelDeployment, then upgrades it and shows what a GPU shortage looks like.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export MODELPLANE_CACHE=${MODELPLANE_CACHE:-$HOME/.cache/modelplane}
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+step "Python environment ($MODELPLANE_CACHE/venv)"
+make --no-print-directory venv
+py="$MODELPLANE_CACHE/venv/bin/python"
+
+step "Control-plane binaries (built once into $MODELPLANE_CACHE/bin; cold build ~20 min)"
+bash hack/build-tools.sh
+
+step "Local cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok"
+"$py" hack/cluster.py up
+kubeconfig=$("$py" hack/cluster.py kubeconfig)
+kubectl() { "$MODELPLANE_CACHE/bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
+kubectl version
+
+step "Nodes: CPU nodes and GPU nodes with nvidia.com/gpu capacity, product label and taint"
+kubectl get nodes -o custom-columns='NAME:.metadata.name,GPUS:.status.allocatable.nvidia\.com/gpu,PRODUCT:.metadata.labels.nvidia\.com/gpu\.product,TAINT:.spec.taints[*].key'
+
+step "The operator (out of cluster, as its own least-privilege ServiceAccount)"
+oplog="$MODELPLANE_CACHE/clusters/modelplane/operator.log"
+"$py" hack/run-operator.py --metrics-port=0 --health-port=18181 >"$oplog" 2>&1 &
+operator_pid=$!
+trap 'kill $operator_pid 2>/dev/null || true' EXIT
+for _ in $(seq 60); do curl -fs http://127.0.0.1:18181/healthz >/dev/null && break; sleep 0.5; done
+echo "operator running (log: $oplog)"
+
+step "A ModelDeployment: 2 replicas, 1 GPU each"
+kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl -n demo apply -f examples/modeldeployment.yaml
+kubectl -n demo wait --for=condition=Ready md/resnet --timeout=60s
+kubectl -n demo get md resnet -o wide
+kubectl -n demo get deploy,svc,pods -l modelplane.io/deployment=resnet -o wide
+
+step "Upgrade to version 1.1.0: a new revision, rolled out with capacity kept (maxUnavailable 0)"
+kubectl -n demo patch md resnet --type=merge -p '{"spec":{"model":{"version":"1.1.0","uri":"s3://models/resnet/1.1.0"}}}'
+kubectl -n demo wait --for=jsonpath='{.status.currentVersion}'=1.1.0 md/resnet --timeout=60s
+kubectl -n demo get md resnet -o wide
+kubectl -n demo get deploy -l modelplane.io/deployment=resnet
+
+step "Version 1.2.0 crashes (simulated): the operator rolls back to 1.1.0 by itself; the spec stays"
+kubectl -n demo patch md resnet --type=merge -p '{"spec":{"model":{"version":"1.2.0","uri":"s3://models/resnet/1.2.0"},"pod":{"labels":{"sim.modelplane.io/fail":"crash"}}}}'
+kubectl -n demo wait --for=jsonpath='{.status.conditions[?(@.type=="Ready")].reason}'=RolledBack md/resnet --timeout=60s
+kubectl -n demo get md resnet -o wide
+echo "spec.model.version is still: $(kubectl -n demo get md resnet -o jsonpath='{.spec.model.version}')"
+kubectl -n demo get md resnet -o jsonpath='{range .status.conditions[*]}  {.type}={.status} {.reason}{"\n"}{end}'
+
+step "Declarative rollback: back to version 1.0.0 reuses kept revision 1"
+kubectl -n demo patch md resnet --type=json -p '[{"op":"remove","path":"/spec/pod"},{"op":"replace","path":"/spec/model/version","value":"1.0.0"},{"op":"replace","path":"/spec/model/uri","value":"s3://models/resnet/1.0.0"}]'
+kubectl -n demo wait --for=jsonpath='{.status.currentVersion}'=1.0.0 md/resnet --timeout=60s
+kubectl -n demo get md resnet -o wide
+kubectl -n demo get deploy -l modelplane.io/deployment=resnet
+echo "history:"
+kubectl -n demo get md resnet -o jsonpath='{range .status.history[*]}  revision {.revision}: {.version} {.outcome}{"\n"}{end}'
+
+step "Asking for more GPUs than any node has: the status says why"
+kubectl -n demo patch md resnet --type=merge -p '{"spec":{"replicas":3,"runtime":{"gpu":{"count":4}}}}'
+kubectl -n demo wait --for=jsonpath='{.status.conditions[?(@.type=="Ready")].reason}'=InsufficientGPU md/resnet --timeout=60s
+kubectl -n demo get md resnet
+kubectl -n demo get md resnet -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}{"\n"}'
+
+step "Back to one GPU per replica"
+kubectl -n demo patch md resnet --type=merge -p '{"spec":{"replicas":2,"runtime":{"gpu":{"count":1}}}}'
+kubectl -n demo wait --for=condition=Ready md/resnet --timeout=60s
+kubectl -n demo get md resnet
+kubectl -n demo get events --field-selector involvedObject.kind=ModelDeployment --sort-by=.lastTimestamp | tail -8
+
+step "Real inference: pods are simulated here, so the same runtime runs locally"
+"$py" hack/demo_inference.py
+
+step "Done"
+echo "The cluster keeps running:  export KUBECONFIG=$kubeconfig"
+echo "Run the operator again:     make operator"
+echo "Stop the cluster:           make cluster-down"

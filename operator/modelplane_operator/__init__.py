@@ -1,0 +1,1 @@
+"""modelplane operator: reconciles ModelDeployment objects into Deployments and Services."""

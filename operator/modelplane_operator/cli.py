@@ -1,0 +1,96 @@
+"""``modelplane-operator``: run the ModelDeployment operator."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import logging
+import os
+import sys
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from . import handlers
+from .config import DEFAULT_RUNTIME_IMAGE, OperatorConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="modelplane-operator", description=__doc__)
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable; glob patterns allowed)",
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    p.add_argument(
+        "--runtime-image", default=env("MODELPLANE_RUNTIME_IMAGE", DEFAULT_RUNTIME_IMAGE)
+    )
+    p.add_argument("--storage-initializer-image", default=env("MODELPLANE_STORAGE_IMAGE"))
+    p.add_argument("--cluster-domain", default=env("MODELPLANE_CLUSTER_DOMAIN", "cluster.local"))
+    p.add_argument("--metrics-port", type=int, default=int(env("MODELPLANE_METRICS_PORT", "9090")))
+    p.add_argument("--health-port", type=int, default=int(env("MODELPLANE_HEALTH_PORT", "8081")))
+    p.add_argument("--bind-address", default=env("MODELPLANE_BIND_ADDRESS", "0.0.0.0"))
+    p.add_argument(
+        "--log-format",
+        choices=["json", "plain", "full"],
+        default=env("MODELPLANE_LOG_FORMAT", "json"),
+    )
+    p.add_argument("--resync-seconds", type=float, default=120.0)
+    p.add_argument("--peering", default=None, help="kopf peering name for several replicas")
+    p.add_argument("--priority", type=int, default=0, help="kopf peering priority")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread its own malloc arena; with kopf's worker threads and the
+    API client's pools that multiplies resident memory for no gain here."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8: M_ARENA_MAX
+
+
+def main(argv: list[str] | None = None) -> int:
+    _limit_malloc_arenas()
+    args = build_parser().parse_args(argv)
+    handlers.configure(
+        OperatorConfig(
+            runtime_image=args.runtime_image,
+            storage_initializer_image=args.storage_initializer_image,
+            cluster_domain=args.cluster_domain,
+        ),
+        resync_seconds=args.resync_seconds,
+    )
+    kopf.configure(
+        verbose=args.verbose,
+        log_format={
+            "json": kopf.LogFormat.JSON,
+            "plain": kopf.LogFormat.PLAIN,
+            "full": kopf.LogFormat.FULL,
+        }[args.log_format],
+    )
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr=args.bind_address)
+    peering: dict[str, Any] = (
+        {"peering_name": args.peering, "priority": args.priority}
+        if args.peering
+        else {"standalone": True}
+    )
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=list(args.namespace),
+        liveness_endpoint=f"http://{args.bind_address}:{args.health_port}/healthz",
+        **peering,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

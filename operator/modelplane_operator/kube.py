@@ -1,0 +1,222 @@
+"""The only module that talks to the API server.
+
+Reads return plain JSON dicts (as the API sends them). Writes use server-side
+apply under one field manager, forcing ownership of the fields the operator
+manages so that drift is reverted; status goes through the status subresource.
+Transient failures (conflicts, throttling, server errors) are retried briefly
+and then surface as ``TransientApiError`` for the caller to retry later.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from .metrics import API_REQUESTS, API_WRITES
+from .spec import GROUP, PLURAL, VERSION
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+RETRYABLE = frozenset({409, 429, 500, 502, 503, 504})
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+
+
+class TransientApiError(RuntimeError):
+    """The API server could not take the request now; try again later."""
+
+
+class Kube:
+    """Typed access to the few API calls the operator makes."""
+
+    def __init__(self, api_client: client.ApiClient, field_manager: str) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.field_manager = field_manager
+        self.instance = socket.gethostname()
+
+    # ------------------------------------------------------------------ reads
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(
+            lambda: self.apps.read_namespaced_deployment(name, namespace, _preload_content=False)
+        )
+
+    def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get(
+            lambda: self.core.read_namespaced_service(name, namespace, _preload_content=False)
+        )
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        resp: Any = _retry(
+            lambda: self.core.list_namespaced_pod(
+                namespace, label_selector=selector, _preload_content=False
+            )
+        )
+        items: list[dict[str, Any]] = json.loads(resp.data)["items"]
+        return items
+
+    def list_deployments(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        resp: Any = _retry(
+            lambda: self.apps.list_namespaced_deployment(
+                namespace, label_selector=selector, _preload_content=False
+            )
+        )
+        items: list[dict[str, Any]] = json.loads(resp.data)["items"]
+        for item in items:  # list items come without them; compare like a GET
+            item.setdefault("apiVersion", "apps/v1")
+            item.setdefault("kind", "Deployment")
+        return items
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        resp: Any = _retry(lambda: self.core.list_node(_preload_content=False))
+        items: list[dict[str, Any]] = json.loads(resp.data)["items"]
+        return items
+
+    def list_active_pods(self) -> list[dict[str, Any]]:
+        """Pods of every namespace that still hold resources (for the GPU budget)."""
+        resp: Any = _retry(
+            lambda: self.core.list_pod_for_all_namespaces(
+                field_selector="status.phase!=Succeeded,status.phase!=Failed",
+                _preload_content=False,
+            )
+        )
+        items: list[dict[str, Any]] = json.loads(resp.data)["items"]
+        return items
+
+    def _get(self, call: Callable[[], Any]) -> dict[str, Any] | None:
+        try:
+            resp = _retry(call)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        obj: dict[str, Any] = json.loads(resp.data)
+        return obj
+
+    # ----------------------------------------------------------------- writes
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply ``obj`` (a Deployment or Service) and return the result."""
+        meta = obj["metadata"]
+        name, namespace, kind = meta["name"], meta["namespace"], obj["kind"]
+        kwargs: dict[str, Any] = {
+            "field_manager": self.field_manager,
+            "force": True,
+            "_content_type": APPLY,
+            "_preload_content": False,
+        }
+        body: Any = dict(obj)
+        call: Callable[[], Any]
+        if kind == "Deployment":
+            call = lambda: self.apps.patch_namespaced_deployment(name, namespace, body, **kwargs)  # noqa: E731
+        elif kind == "Service":
+            call = lambda: self.core.patch_namespaced_service(name, namespace, body, **kwargs)  # noqa: E731
+        else:
+            raise ValueError(f"cannot apply a {kind}")
+        API_WRITES.labels(kind=kind, verb="apply").inc()
+        resp: Any = _retry(call)
+        result: dict[str, Any] = json.loads(resp.data)
+        return result
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        """Set replicas through the scale subresource (the template stays untouched)."""
+        API_WRITES.labels(kind="Deployment", verb="scale").inc()
+        body: Any = {"spec": {"replicas": replicas}}
+        _retry(
+            lambda: self.apps.patch_namespaced_deployment_scale(
+                name, namespace, body, field_manager=self.field_manager, _content_type=MERGE
+            )
+        )
+
+    def delete_deployment(self, namespace: str, name: str, uid: str) -> None:
+        """Delete a Deployment, but only the one with this uid (not a successor)."""
+        API_WRITES.labels(kind="Deployment", verb="delete").inc()
+        body: Any = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
+        try:
+            _retry(lambda: self.apps.delete_namespaced_deployment(name, namespace, body=body))
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        API_WRITES.labels(kind="ModelDeployment", verb="patch-status").inc()
+        try:
+            _retry(
+                lambda: self.custom.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    {"status": dict(status)},
+                    field_manager=self.field_manager,
+                    _content_type=MERGE,
+                )
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to report on
+                raise
+
+    def post_event(
+        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None:
+        meta = involved["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event: Any = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.{uuid.uuid4().hex[:12]}",
+                "namespace": meta["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", f"{GROUP}/{VERSION}"),
+                "kind": involved.get("kind", "ModelDeployment"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "modelplane-operator"},
+            "reportingComponent": "modelplane.io/operator",
+            "reportingInstance": self.instance,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        API_WRITES.labels(kind="Event", verb="create").inc()
+        try:
+            _retry(lambda: self.core.create_namespaced_event(meta["namespace"], event))
+        except (ApiException, TransientApiError) as exc:
+            # An event is best effort: losing one must not fail the reconcile.
+            log.warning("could not post event %s for %s: %s", reason, meta["name"], exc)
+
+
+def _retry(call: Callable[[], T], attempts: int = 3) -> T:
+    for attempt in range(attempts):
+        try:
+            API_REQUESTS.inc()
+            return call()
+        except ApiException as exc:
+            if exc.status not in RETRYABLE:
+                raise
+            if attempt == attempts - 1:
+                raise TransientApiError(f"API server answered {exc.status}: {exc.reason}") from exc
+        except (OSError, urllib3.exceptions.HTTPError) as exc:  # API server restarting
+            if attempt == attempts - 1:
+                raise TransientApiError(f"API server unreachable: {exc}") from exc
+        time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")

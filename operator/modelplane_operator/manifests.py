@@ -1,0 +1,272 @@
+"""Pure builders of the child objects of a ModelDeployment: plain dicts, no I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import OperatorConfig
+from .revisions import REVISION_LABEL, TEMPLATE_HASH, deployment_name
+from .spec import API_VERSION, KIND, ModelDeploymentSpec
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+MODEL_DIR = "/mnt/models"
+DEPLOYMENT_LABEL = "modelplane.io/deployment"
+MANAGED_BY = "modelplane"
+RUNTIME_CONTAINER = "runtime"
+STORAGE_CONTAINER = "storage-initializer"
+SERVICE_PORT = 80
+RUNTIME_UID = 1000
+
+
+def selector_labels(md: ModelDeploymentSpec) -> dict[str, str]:
+    """Labels that select every serving pod of a ModelDeployment (stable across versions)."""
+    return {DEPLOYMENT_LABEL: md.name}
+
+
+def selector_string(md: ModelDeploymentSpec) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector_labels(md).items())
+
+
+def common_labels(md: ModelDeploymentSpec) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "modelplane-runtime",
+        "app.kubernetes.io/instance": md.name,
+        "app.kubernetes.io/version": md.version,
+        "app.kubernetes.io/component": "predictor",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        **selector_labels(md),
+    }
+
+
+def owner_reference(md: ModelDeploymentSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": md.name,
+        "uid": md.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def endpoint(md: ModelDeploymentSpec, config: OperatorConfig) -> str:
+    host = f"{md.name}.{md.namespace}.svc.{config.cluster_domain}"
+    return f"http://{host}/v2/models/{md.model_name}"
+
+
+def _restricted_container_security() -> dict[str, Any]:
+    # Satisfies the `restricted` Pod Security Standard.
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _runtime_env(md: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    ours = [
+        {"name": "MODELPLANE_MODEL_NAME", "value": md.model_name},
+        {"name": "MODELPLANE_MODEL_VERSION", "value": md.version},
+        {"name": "MODELPLANE_MODEL_DIR", "value": MODEL_DIR},
+        {"name": "MODELPLANE_PORT", "value": str(md.port)},
+        {"name": "MODELPLANE_DEVICE", "value": "cuda" if md.gpu.count else "cpu"},
+        {"name": "MODELPLANE_BATCHING", "value": "true" if md.batching.enabled else "false"},
+        {"name": "MODELPLANE_MAX_BATCH_SIZE", "value": str(md.batching.max_batch_size)},
+        {"name": "MODELPLANE_MAX_QUEUE_DELAY_MS", "value": str(md.batching.max_queue_delay_ms)},
+    ]
+    taken = {e["name"] for e in ours}
+    return ours + [dict(e) for e in md.env if e.get("name") not in taken]
+
+
+def _resources(md: ModelDeploymentSpec) -> dict[str, Any]:
+    requests = {k: str(v) for k, v in (md.resources.get("requests") or {}).items()}
+    limits = {k: str(v) for k, v in (md.resources.get("limits") or {}).items()}
+    if md.gpu.count:
+        limits[GPU_RESOURCE] = str(md.gpu.count)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _storage_initializer(md: ModelDeploymentSpec, config: OperatorConfig) -> dict[str, Any]:
+    env = [{"name": "MODELPLANE_STORAGE_URI", "value": md.uri}]
+    if md.sha256:
+        env.append({"name": "MODELPLANE_STORAGE_SHA256", "value": md.sha256})
+    container: dict[str, Any] = {
+        "name": STORAGE_CONTAINER,
+        "image": md.storage_image or config.storage_initializer_image or _image(md, config),
+        "command": ["modelplane-storage"],
+        "args": [md.uri, MODEL_DIR],
+        "env": env,
+        "volumeMounts": [{"name": "model", "mountPath": MODEL_DIR}],
+        "securityContext": _restricted_container_security(),
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+    }
+    if md.secret_name:
+        # Credentials reach the process environment only; never args, status or logs.
+        container["envFrom"] = [{"secretRef": {"name": md.secret_name}}]
+    if md.uri.startswith("pvc://"):
+        container["volumeMounts"].append(
+            {"name": "model-source", "mountPath": "/mnt/pvc", "readOnly": True}
+        )
+    return container
+
+
+def _image(md: ModelDeploymentSpec, config: OperatorConfig) -> str:
+    return md.image or config.runtime_image
+
+
+def _runtime_container(md: ModelDeploymentSpec, config: OperatorConfig) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": RUNTIME_CONTAINER,
+        "image": _image(md, config),
+        "command": ["modelplane-runtime"],
+        "ports": [{"name": "http", "containerPort": md.port, "protocol": "TCP"}],
+        "env": _runtime_env(md),
+        "volumeMounts": [
+            {"name": "model", "mountPath": MODEL_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": f"/v2/models/{md.model_name}/ready", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        # Loading and warming a large model can take minutes; liveness waits for it.
+        "startupProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 120,
+        },
+        "securityContext": _restricted_container_security(),
+    }
+    resources = _resources(md)
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def build_pod_template(md: ModelDeploymentSpec, config: OperatorConfig) -> dict[str, Any]:
+    """The serving pod template: storage initializer + runtime, restricted security."""
+    labels = {**md.pod.labels, **common_labels(md)}
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(md.port),
+        "prometheus.io/path": "/metrics",
+        **md.pod.annotations,
+    }
+    volumes: list[dict[str, Any]] = [
+        {"name": "model", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    if md.uri.startswith("pvc://"):
+        claim = md.uri.removeprefix("pvc://").split("/", 1)[0]
+        volumes.append(
+            {
+                "name": "model-source",
+                "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+            }
+        )
+    spec: dict[str, Any] = {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_UID,
+            "fsGroup": RUNTIME_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "initContainers": [_storage_initializer(md, config)],
+        "containers": [_runtime_container(md, config)],
+        "volumes": volumes,
+    }
+    node_selector = dict(md.pod.node_selector)
+    tolerations = [dict(t) for t in md.pod.tolerations]
+    if md.gpu.count:
+        if md.gpu.product:
+            node_selector[GPU_PRODUCT_LABEL] = md.gpu.product
+        gpu_toleration = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+        if gpu_toleration not in tolerations:
+            tolerations.append(gpu_toleration)
+    if node_selector:
+        spec["nodeSelector"] = node_selector
+    if tolerations:
+        spec["tolerations"] = tolerations
+    if md.pod.affinity:
+        spec["affinity"] = dict(md.pod.affinity)
+    if md.pod.service_account_name:
+        spec["serviceAccountName"] = md.pod.service_account_name
+    if md.pod.priority_class_name:
+        spec["priorityClassName"] = md.pod.priority_class_name
+    if md.pod.image_pull_secrets:
+        spec["imagePullSecrets"] = [dict(s) for s in md.pod.image_pull_secrets]
+    return {"metadata": {"labels": labels, "annotations": annotations}, "spec": spec}
+
+
+def build_deployment(
+    md: ModelDeploymentSpec,
+    config: OperatorConfig,
+    revision: int,
+    template_hash: str,
+    replicas: int,
+) -> dict[str, Any]:
+    """The Deployment of one revision: ``<name>-r<revision>``, its pods behind the Service.
+
+    The planner decides ``replicas``; the template never changes for a revision.
+    """
+    template = build_pod_template(md, config)
+    revision_label = {REVISION_LABEL: str(revision)}
+    template["metadata"]["labels"].update(revision_label)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(md.name, revision),
+            "namespace": md.namespace,
+            "labels": {**common_labels(md), **revision_label},
+            "annotations": {TEMPLATE_HASH: template_hash},
+            "ownerReferences": [owner_reference(md)],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {**selector_labels(md), **revision_label}},
+            "progressDeadlineSeconds": md.rollout.progress_deadline_seconds,
+            "revisionHistoryLimit": 1,
+            "template": template,
+        },
+    }
+
+
+def build_service(md: ModelDeploymentSpec) -> dict[str, Any]:
+    """The stable ClusterIP Service in front of every serving pod."""
+    labels = common_labels(md)
+    del labels["app.kubernetes.io/version"]  # the Service outlives versions
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": md.name,
+            "namespace": md.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(md)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(md),
+            "ports": [
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }

@@ -1,0 +1,217 @@
+"""One reconcile of one ModelDeployment: observe, plan, act.
+
+Level-triggered and idempotent: everything is derived from the object and what
+the cluster shows now (plus the rollout memory the operator keeps in status), so
+running it again changes nothing. Children that are already as wanted are not
+written; status is patched only when it changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from .compare import contains
+from .config import OperatorConfig
+from .gpu import free_slots
+from .kube import Kube
+from .manifests import (
+    build_deployment,
+    build_pod_template,
+    build_service,
+    selector_string,
+)
+from .revisions import deployment_name, observe_revisions, template_hash
+from .rollout import Memory, plan, to_text
+from .spec import ModelDeploymentSpec, SpecError, parse
+from .status import Event, compute_status, invalid_spec_status, merge_patch
+
+APPLIED_HASH = "modelplane.io/applied-hash"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: str  # "changed", "unchanged" or "invalid"
+    status: Mapping[str, Any]  # the status the object holds after this reconcile
+    requeue_after: float | None = None
+
+
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or ()
+    return any(r.get("controller") and r.get("uid") == uid for r in refs)
+
+
+def with_applied_hash(desired: dict[str, Any]) -> dict[str, Any]:
+    """Stamp the manifest's hash on it, so a field dropped from it is noticed."""
+    digest = hashlib.sha256(json.dumps(desired, sort_keys=True).encode()).hexdigest()[:16]
+    desired["metadata"].setdefault("annotations", {})[APPLIED_HASH] = digest
+    return desired
+
+
+def needs_apply(live: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
+    """Apply only when the live object lacks (or changed) something the operator owns."""
+    return live is None or not contains(live, desired)
+
+
+def _gpu_slots(kube: Kube, md: ModelDeploymentSpec) -> Callable[[], int] | None:
+    if not md.gpu.count:
+        return None
+
+    def slots() -> int:
+        try:
+            nodes, pods = kube.list_nodes(), kube.list_active_pods()
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            # Without cluster-wide read access the budget is unknown: surge as asked,
+            # and the scheduler's verdict (InsufficientGPU) still reaches status.
+            log.warning("cannot read nodes/pods cluster-wide for the GPU budget: %s", exc.reason)
+            return 1 << 30
+        return free_slots(nodes, pods, md.gpu.count, md.gpu.product, md.pod.node_selector)
+
+    return slots
+
+
+def reconcile(
+    body: Mapping[str, Any],
+    kube: Kube,
+    config: OperatorConfig,
+    known_status: Mapping[str, Any] | None = None,
+    now: float | None = None,
+) -> Outcome:
+    """Bring the children and status of one ModelDeployment in line.
+
+    ``known_status`` is the status this operator last wrote, when it is newer
+    than the one in ``body`` (watch events can lag behind the operator's writes).
+    """
+    now = time.time() if now is None else now
+    meta = body.get("metadata") or {}
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
+    previous = known_status if known_status is not None else (body.get("status") or {})
+    try:
+        md = parse(body)
+    except SpecError as exc:
+        generation = int(meta.get("generation") or 0)
+        status, events = invalid_spec_status(generation, str(exc), previous, to_text(now))
+        return (
+            Outcome("invalid", status)
+            if not _report(kube, body, previous, status, events)
+            else Outcome("changed", status)
+        )
+
+    # Observe.
+    selector = selector_string(md)
+    service = kube.get_service(namespace, name)
+    deployments = {
+        d["metadata"]["name"]: d
+        for d in kube.list_deployments(namespace, selector)
+        if owned_by(d, md.uid)
+    }
+    pods = kube.list_pods(namespace, selector)
+    revisions = observe_revisions(deployments.values(), pods)
+    template = build_pod_template(md, config)
+    desired_hash = template_hash(template)
+    runtime = template["spec"]["containers"][0]
+
+    # Plan.
+    the_plan = plan(
+        md,
+        desired_hash,
+        revisions,
+        Memory.from_status(previous.get("rollout")),
+        previous.get("history") or [],
+        meta.get("annotations") or {},
+        _gpu_slots(kube, md),
+        now,
+        {"version": md.version, "uri": md.uri, "image": runtime["image"]},
+    )
+
+    # Act.
+    conflicts: list[str] = []
+    wrote = False
+    desired_service = with_applied_hash(build_service(md))
+    if service is not None and not owned_by(service, md.uid):
+        conflicts.append(f"Service {namespace}/{name}")
+    elif needs_apply(service, desired_service):
+        kube.apply(desired_service)
+        wrote = True
+    if the_plan.create_target:
+        target_name = deployment_name(name, the_plan.target)
+        existing = kube.get_deployment(namespace, target_name)
+        if existing is not None and not owned_by(existing, md.uid):
+            conflicts.append(f"Deployment {namespace}/{target_name}")
+    if not conflicts and the_plan.error is None:
+        wrote = (
+            _act_on_revisions(kube, md, config, the_plan, revisions, deployments, desired_hash)
+            or wrote
+        )
+
+    status, events = compute_status(
+        md, the_plan, revisions, conflicts, config, previous, to_text(now)
+    )
+    wrote = _report(kube, body, previous, status, events) or wrote
+    return Outcome("changed" if wrote else "unchanged", status, the_plan.requeue_after)
+
+
+def _act_on_revisions(
+    kube: Kube,
+    md: ModelDeploymentSpec,
+    config: OperatorConfig,
+    the_plan: Any,
+    revisions: Mapping[int, Any],
+    deployments: Mapping[str, Mapping[str, Any]],
+    desired_hash: str,
+) -> bool:
+    wrote = False
+    for number, replicas in sorted(the_plan.replicas.items()):
+        rev = revisions.get(number)
+        dep_name = deployment_name(md.name, number)
+        if rev is None or rev.hash == desired_hash:
+            # The spec's own template: apply it whole, which also reverts drift.
+            desired = with_applied_hash(
+                build_deployment(md, config, number, desired_hash, replicas)
+            )
+            if needs_apply(deployments.get(dep_name), desired):
+                kube.apply(desired)
+                log.info("applied Deployment %s/%s (%d replicas)", md.namespace, dep_name, replicas)
+                wrote = True
+        elif rev.replicas != replicas:
+            # An older template: only its size changes.
+            kube.scale_deployment(md.namespace, dep_name, replicas)
+            log.info("scaled Deployment %s/%s to %d", md.namespace, dep_name, replicas)
+            wrote = True
+    for number in the_plan.delete:
+        dep_name = deployment_name(md.name, number)
+        live = deployments.get(dep_name)
+        if live is not None:
+            kube.delete_deployment(md.namespace, dep_name, live["metadata"]["uid"])
+            log.info("deleted old revision %s/%s", md.namespace, dep_name)
+            wrote = True
+    return wrote
+
+
+def _report(
+    kube: Kube,
+    body: Mapping[str, Any],
+    previous: Mapping[str, Any],
+    status: Mapping[str, Any],
+    events: list[Event],
+) -> bool:
+    meta = body["metadata"]
+    wrote = False
+    patch = merge_patch(previous, status)
+    if patch:
+        kube.patch_status(meta["namespace"], meta["name"], patch)
+        wrote = True
+    for event in events:
+        kube.post_event(body, event.type, event.reason, event.message)
+        wrote = True
+    return wrote

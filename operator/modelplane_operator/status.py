@@ -1,0 +1,319 @@
+"""Status of a ModelDeployment from what the cluster shows: a pure function.
+
+Conditions follow the Kubernetes API conventions and kstatus:
+- ``Ready``: every desired replica of the target version is ready.
+- ``Available``: at least ``replicas - maxUnavailable`` replicas serve.
+- ``Progressing``: a rollout is under way (False once complete or stuck).
+- ``Reconciling``: kstatus' name for the same thing (Flux, ``kubectl wait``).
+- ``Stalled``: no progress without a change (no GPUs, deadline passed, conflict).
+Each carries a CamelCase reason, a message and ``observedGeneration``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .config import OperatorConfig
+from .manifests import GPU_RESOURCE, STORAGE_CONTAINER, endpoint, selector_string
+from .spec import ModelDeploymentSpec, resolve_count
+
+if TYPE_CHECKING:
+    from .revisions import Revision
+    from .rollout import Plan
+
+CONDITION_TYPES = ("Ready", "Available", "Progressing", "Reconciling", "Stalled", "Degraded")
+
+# Reasons, most urgent first: the first that applies explains why Ready is False.
+INSUFFICIENT_GPU = "InsufficientGPU"
+UNSCHEDULABLE = "Unschedulable"
+STORAGE_FAILED = "StorageInitializerFailed"
+CRASH_LOOP = "CrashLoopBackOff"
+IMAGE_PULL = "ImagePullBackOff"
+DEADLINE = "ProgressDeadlineExceeded"
+CONFLICT = "ResourceConflict"
+INVALID_SPEC = "InvalidSpec"
+STALLING_REASONS = frozenset({INSUFFICIENT_GPU, UNSCHEDULABLE, DEADLINE, CONFLICT, INVALID_SPEC})
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str
+    message: str
+
+
+def _cond(conditions: Any, type_: str) -> Mapping[str, Any] | None:
+    for c in conditions or ():
+        if isinstance(c, Mapping) and c.get("type") == type_:
+            return c
+    return None
+
+
+def pod_problem(pods: Sequence[Mapping[str, Any]]) -> Problem | None:
+    """The most urgent reason, among the pods, that keeps replicas from serving."""
+    found: dict[str, str] = {}
+    for pod in pods:
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        status = pod.get("status") or {}
+        scheduled = _cond(status.get("conditions"), "PodScheduled")
+        if scheduled and scheduled.get("status") == "False":
+            message = str(scheduled.get("message") or "")
+            if scheduled.get("reason") == "Unschedulable":
+                if GPU_RESOURCE in message:
+                    found.setdefault(INSUFFICIENT_GPU, f"pods cannot be scheduled: {message}")
+                else:
+                    found.setdefault(UNSCHEDULABLE, f"pods cannot be scheduled: {message}")
+        for init in status.get("initContainerStatuses") or ():
+            if init.get("name") != STORAGE_CONTAINER:
+                continue
+            waiting = (init.get("state") or {}).get("waiting") or {}
+            last = (init.get("lastState") or {}).get("terminated") or {}
+            current = (init.get("state") or {}).get("terminated") or {}
+            failed = current if current.get("exitCode") not in (None, 0) else last
+            if failed.get("exitCode") not in (None, 0) or waiting.get("reason") == CRASH_LOOP:
+                detail = failed.get("message") or waiting.get("message") or "exited non-zero"
+                found.setdefault(STORAGE_FAILED, f"model download failed: {detail.strip()}")
+        for cs in status.get("containerStatuses") or ():
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason == CRASH_LOOP:
+                last = (cs.get("lastState") or {}).get("terminated") or {}
+                detail = last.get("message") or last.get("reason") or "container keeps exiting"
+                found.setdefault(
+                    CRASH_LOOP, f"container {cs.get('name')} is crash-looping: {detail.strip()}"
+                )
+            elif reason in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName"):
+                found.setdefault(
+                    IMAGE_PULL,
+                    f"image of {cs.get('name')} cannot be pulled: {waiting.get('message', reason)}",
+                )
+    for reason in (INSUFFICIENT_GPU, UNSCHEDULABLE, STORAGE_FAILED, IMAGE_PULL, CRASH_LOOP):
+        if reason in found:
+            return Problem(reason, found[reason])
+    return None
+
+
+def _condition(
+    type_: str,
+    ok: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    previous: Mapping[str, Any],
+    now: str,
+) -> dict[str, Any]:
+    status = "True" if ok else "False"
+    old = _cond(previous.get("conditions"), type_)
+    unchanged = old is not None and old.get("status") == status
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": (old or {}).get("lastTransitionTime", now) if unchanged else now,
+    }
+
+
+def compute_status(
+    md: ModelDeploymentSpec,
+    plan: Plan,
+    revisions: Mapping[int, Revision],
+    conflicts: Sequence[str],
+    config: OperatorConfig,
+    previous: Mapping[str, Any],
+    now: str,
+) -> tuple[dict[str, Any], list[Event]]:
+    """The status to write and the events to post, given the plan of this reconcile.
+
+    ``now`` is an RFC 3339 timestamp, used only for condition transitions.
+    """
+    desired = md.replicas
+    target = revisions.get(plan.target)
+    total = sum(r.pods for r in revisions.values())
+    ready = sum(r.ready for r in revisions.values())
+    updated_ready = target.ready if target else 0
+    min_available = max(
+        0, desired - resolve_count(md.rollout.max_unavailable, desired, round_up=False)
+    )
+    problem: Problem | None = None
+    stalled = False
+    if conflicts:
+        problem = Problem(
+            CONFLICT,
+            f"{', '.join(conflicts)} already exists and is not owned by this ModelDeployment; "
+            "modelplane leaves it alone. Delete or rename it, or rename the ModelDeployment.",
+        )
+        stalled = True
+    elif plan.error:
+        problem, stalled = Problem(plan.reason, plan.error), True
+    elif plan.phase in ("RolledBack", "RollingBack", "Failed", "Paused"):
+        problem = Problem(plan.reason, plan.message)
+        stalled = plan.phase in ("RolledBack", "Failed")
+    elif plan.phase != "Succeeded":
+        problem = pod_problem(target.pod_objects if target else ())
+        if plan.deadline_exceeded:
+            deadline = md.rollout.progress_deadline_seconds
+            base = problem.message if problem else "pods of the new revision are not ready"
+            problem = Problem(
+                problem.reason if problem else DEADLINE,
+                f"{base} (no progress within {deadline}s)",
+            )
+            stalled = True
+        if problem is not None and problem.reason in STALLING_REASONS:
+            stalled = True
+        if problem is None:
+            gpu = (
+                " (few free GPUs: replacing pods one at a time)" if plan.memory.gpu_limited else ""
+            )
+            version = target.version if target else md.version
+            problem = Problem(
+                "RolloutInProgress",
+                f"rolling out version {version} (revision {plan.target}): "
+                f"{updated_ready}/{desired} ready{gpu}",
+            )
+    serving_ok = plan.phase in ("Succeeded", "RolledBack") and not conflicts and not plan.error
+    if serving_ok and plan.phase == "Succeeded":
+        ready_reason = "ScaledToZero" if desired == 0 else "AllReplicasReady"
+        ready_msg = (
+            "scaled to zero replicas"
+            if desired == 0
+            else f"{ready}/{desired} replicas of version {target.version if target else md.version}"
+            " are ready"
+        )
+    else:
+        assert problem is not None
+        ready_reason, ready_msg = problem.reason, problem.message
+    progressing_now = plan.phase in ("Progressing", "RollingBack") and not stalled
+    if plan.phase == "Succeeded":
+        prog_reason, prog_msg = "RolloutComplete", f"revision {plan.target} is rolled out"
+    else:
+        prog_reason, prog_msg = ready_reason, ready_msg
+    avail_ok = ready >= min_available and (ready > 0 or desired == 0)
+    degraded = plan.phase in ("RolledBack", "RollingBack")
+    gen = md.generation
+    conditions = [
+        _condition("Ready", serving_ok, ready_reason, ready_msg, gen, previous, now),
+        _condition(
+            "Available",
+            avail_ok,
+            "MinimumReplicasAvailable" if avail_ok else "MinimumReplicasUnavailable",
+            f"{ready} of {desired} replicas ready (at least {min_available} needed)",
+            gen,
+            previous,
+            now,
+        ),
+        _condition("Progressing", progressing_now, prog_reason, prog_msg, gen, previous, now),
+        # kstatus: a paused rollout is still in progress, not current.
+        _condition(
+            "Reconciling",
+            progressing_now or (plan.phase == "Paused" and not serving_ok),
+            prog_reason,
+            prog_msg,
+            gen,
+            previous,
+            now,
+        ),
+        _condition(
+            "Stalled",
+            stalled,
+            ready_reason if stalled else "NotStalled",
+            ready_msg if stalled else "the ModelDeployment is making progress or done",
+            gen,
+            previous,
+            now,
+        ),
+        _condition(
+            "Degraded",
+            degraded,
+            "RolloutFailed" if degraded else "NotDegraded",
+            plan.memory.failure_message if degraded else "the target revision is healthy",
+            gen,
+            previous,
+            now,
+        ),
+    ]
+    serving = revisions.get(plan.serving) if plan.serving is not None else None
+    status: dict[str, Any] = {
+        "observedGeneration": gen,
+        "replicas": total,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+        "updatedReplicas": updated_ready,
+        "ready": f"{ready}/{desired}",
+        "gpus": md.gpus_requested,
+        "selector": selector_string(md),
+        "targetVersion": target.version if target else md.version,
+        "targetRevision": plan.target,
+        "endpoint": endpoint(md, config),
+        "conditions": conditions,
+        "rollout": plan.memory.to_status(),
+        "history": plan.history,
+    }
+    if serving is not None:
+        status["currentVersion"] = serving.version
+        status["currentRevision"] = serving.number
+    return status, [*plan.events, *_events(previous, conditions)]
+
+
+def _events(previous: Mapping[str, Any], conditions: Sequence[Mapping[str, Any]]) -> list[Event]:
+    """One event whenever the phase (Ready's status and reason) changes."""
+    old = _cond(previous.get("conditions"), "Ready")
+    new = _cond(conditions, "Ready")
+    assert new is not None
+    if old is not None and (old.get("status"), old.get("reason")) == (
+        new["status"],
+        new["reason"],
+    ):
+        return []
+    ok = new["status"] == "True" or new["reason"] in ("RolloutInProgress", "RolloutPaused")
+    return [Event("Normal" if ok else "Warning", str(new["reason"]), str(new["message"]))]
+
+
+def invalid_spec_status(
+    generation: int, message: str, previous: Mapping[str, Any], now: str
+) -> tuple[dict[str, Any], list[Event]]:
+    """Status for a spec the operator cannot serve (admission let it through)."""
+    conditions = [
+        _condition("Ready", False, INVALID_SPEC, message, generation, previous, now),
+        _condition("Stalled", True, INVALID_SPEC, message, generation, previous, now),
+        _condition("Progressing", False, INVALID_SPEC, message, generation, previous, now),
+        _condition("Reconciling", False, INVALID_SPEC, message, generation, previous, now),
+    ]
+    status = {**previous, "observedGeneration": generation, "conditions": conditions}
+    return status, _events(previous, conditions)
+
+
+def merge_patch(live: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns ``live`` into ``desired``.
+
+    Keys that ``desired`` no longer has become null, so they are removed; an
+    empty result means the live status is already as wanted.
+    """
+    patch: dict[str, Any] = {}
+    for key, value in desired.items():
+        old = live.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            nested = merge_patch(old, value)
+            if nested:
+                patch[key] = nested
+        elif old != value:
+            patch[key] = value
+    for key in live:
+        if key not in desired:
+            patch[key] = None
+    return patch
+
+
+def status_differs(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """True when writing ``desired`` would change the live status."""
+    return bool(merge_patch(live, desired))

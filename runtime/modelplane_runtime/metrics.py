@@ -1,0 +1,126 @@
+"""Prometheus metrics with Triton's names where Triton has one.
+
+Triton exposes its counters without the `_total` suffix that prometheus-client's text
+format appends to counter families; dashboards written for Triton query the bare names,
+so those families are exposed untyped with Triton's exact names and meanings (request
+counts, and cumulative microseconds for the `_duration_us` families).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import prometheus_client
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+TRITON_FAMILIES = {
+    "nv_inference_request_success": "Number of successful inference requests",
+    "nv_inference_request_failure": "Number of failed inference requests",
+    "nv_inference_count": "Number of inferences performed (batch rows)",
+    "nv_inference_exec_count": "Number of model executions performed (forward calls)",
+    "nv_inference_request_duration_us": "Cumulative inference request duration in microseconds",
+    "nv_inference_queue_duration_us": "Cumulative inference queuing duration in microseconds",
+    "nv_inference_compute_infer_duration_us": (
+        "Cumulative compute inference duration in microseconds"
+    ),
+}
+
+
+class _TritonCounters(Collector):
+    def __init__(self, model: str, version: str) -> None:
+        self._labels = {"model": model, "version": version}
+        self._lock = threading.Lock()
+        self._values = dict.fromkeys(TRITON_FAMILIES, 0.0)
+        self._failures: dict[str, float] = {}
+
+    def add(self, name: str, amount: float) -> None:
+        with self._lock:
+            self._values[name] += amount
+
+    def fail(self, reason: str) -> None:
+        with self._lock:
+            self._failures[reason] = self._failures.get(reason, 0.0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            values = dict(self._values)
+            failures = dict(self._failures)
+        for name, doc in TRITON_FAMILIES.items():
+            family = Metric(name, doc, "unknown")
+            if name == "nv_inference_request_failure":
+                for reason, count in sorted(failures.items()):
+                    family.add_sample(name, {**self._labels, "reason": reason}, count)
+            else:
+                family.add_sample(name, self._labels, values[name])
+            yield family
+
+
+class _GpuMemory(Collector):
+    """GPU memory per visible device, read at scrape time (only when CUDA is present)."""
+
+    def collect(self) -> Iterator[Metric]:
+        import torch
+
+        if not torch.cuda.is_available():
+            return
+        used = GaugeMetricFamily("nv_gpu_memory_used_bytes", "GPU used memory", labels=["gpu"])
+        total = GaugeMetricFamily("nv_gpu_memory_total_bytes", "GPU total memory", labels=["gpu"])
+        allocated = GaugeMetricFamily(
+            "modelplane_gpu_memory_allocated_bytes",
+            "GPU memory held by torch tensors in this process",
+            labels=["gpu"],
+        )
+        for index in range(torch.cuda.device_count()):
+            free, capacity = torch.cuda.mem_get_info(index)
+            used.add_metric([str(index)], capacity - free)
+            total.add_metric([str(index)], capacity)
+            allocated.add_metric([str(index)], torch.cuda.memory_allocated(index))
+        yield used
+        yield total
+        yield allocated
+
+
+class Metrics:
+    """All metrics of one runtime process, in their own registry."""
+
+    def __init__(self, model: str, version: str, gpu: bool = False) -> None:
+        self.registry = CollectorRegistry()
+        self._triton = _TritonCounters(model, version)
+        self.registry.register(self._triton)
+        labels = ["model", "version"]
+        self._batch_size = prometheus_client.Histogram(
+            "modelplane_inference_batch_size",
+            "Rows per model execution (forward call)",
+            labels,
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        ).labels(model, version)
+        self._duration = prometheus_client.Histogram(
+            "modelplane_request_duration_seconds",
+            "Inference request duration, receipt to response",
+            labels,
+            registry=self.registry,
+        ).labels(model, version)
+        if gpu:
+            self.registry.register(_GpuMemory())
+
+    def batch_executed(self, rows: int, compute_s: float) -> None:
+        self._triton.add("nv_inference_exec_count", 1)
+        self._triton.add("nv_inference_count", rows)
+        self._triton.add("nv_inference_compute_infer_duration_us", compute_s * 1e6)
+        self._batch_size.observe(rows)
+
+    def request_succeeded(self, duration_s: float, queue_s: float) -> None:
+        self._triton.add("nv_inference_request_success", 1)
+        self._triton.add("nv_inference_request_duration_us", duration_s * 1e6)
+        self._triton.add("nv_inference_queue_duration_us", queue_s * 1e6)
+        self._duration.observe(duration_s)
+
+    def request_failed(self, reason: str) -> None:
+        self._triton.fail(reason)
+
+    def render(self) -> bytes:
+        return prometheus_client.generate_latest(self.registry)

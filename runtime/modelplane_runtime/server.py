@@ -1,0 +1,308 @@
+"""HTTP routes of the Open Inference Protocol v2 on Starlette; errors map through one table."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from . import __version__
+from .batcher import DynamicBatcher, Executor
+from .config import Settings
+from .errors import ErrorKind, RuntimeServingError, bad_input
+from .metadata import PLATFORM, find_metadata
+from .metrics import Metrics
+from .model import LoadedModel, ModelLoadError
+from .openapi import openapi_document
+from .protocol import HEADER_LENGTH, decode_request, encode_response
+
+log = logging.getLogger(__name__)
+
+STATUS = {
+    ErrorKind.BAD_INPUT: 400,
+    ErrorKind.UNAUTHORIZED: 401,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.NOT_READY: 503,
+    ErrorKind.INTERNAL: 500,
+}
+WAIT_FOR_FILES_S = 0.5
+
+
+def error_response(error: RuntimeServingError) -> JSONResponse:
+    return JSONResponse({"error": error.message}, status_code=STATUS[error.kind])
+
+
+class ModelService:
+    """The one model this process serves: its loading state, executor and metrics."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.model: LoadedModel | None = None
+        self.executor: Executor | None = None
+        self.ready = False
+        self.state = "starting"
+        gpu = settings.device == "cuda"
+        self.metrics = Metrics(settings.model_name, settings.model_version, gpu)
+
+    async def load(self) -> None:
+        """Wait for the model files, load, warm up, then turn ready; failures stay not-ready."""
+        settings = self.settings
+        try:
+            while (path := find_metadata(settings.model_dir)) is None:
+                self.state = f"waiting for model files (metadata.json) in {settings.model_dir}"
+                await asyncio.sleep(WAIT_FOR_FILES_S)
+        except OSError as exc:
+            self.state = f"cannot read the model folder {settings.model_dir}: {exc}"
+            log.error("model %s is not ready: %s", settings.model_name, self.state)
+            return
+        self.state = "loading"
+        try:
+            model = await asyncio.to_thread(
+                LoadedModel.load, path, settings.device, settings.precision
+            )
+            self.state = "warming up"
+            typical_s = await asyncio.to_thread(model.warm_up)
+        except ModelLoadError as exc:
+            self.state = f"failed to load: {exc}"
+            log.error("model %s is not ready: %s", settings.model_name, exc)
+            return
+        except Exception as exc:
+            self.state = f"failed to load or warm up: {type(exc).__name__}: {exc}"
+            log.exception("model %s is not ready", settings.model_name)
+            return
+        meta = model.metadata
+        executor: Executor
+        if settings.batching and meta.batched:
+            size = min(settings.max_batch_size, meta.max_batch_size)
+            delay_s = settings.max_queue_delay_ms / 1000
+            executor = DynamicBatcher(model.predict, size, delay_s, typical_s)
+        else:
+            executor = Executor(model.predict, typical_s)
+        executor.on_batch = self.metrics.batch_executed
+        executor.inline_allowed = model.device.type == "cpu"
+        await executor.start()
+        self.model, self.executor = model, executor
+        self.ready = True
+        self.state = "ready"
+        log.info("model %s version %s is ready", settings.model_name, settings.model_version)
+
+    async def close(self) -> None:
+        if self.executor is not None:
+            await self.executor.stop()
+
+    def check_name(self, name: str, version: str | None) -> None:
+        if name != self.settings.model_name:
+            raise RuntimeServingError(ErrorKind.NOT_FOUND, f"unknown model {name!r}")
+        if version is not None and version != self.settings.model_version:
+            raise RuntimeServingError(
+                ErrorKind.NOT_FOUND, f"unknown version {version!r} of model {name!r}"
+            )
+
+    def require_ready(self) -> tuple[LoadedModel, Executor]:
+        if not self.ready or self.model is None or self.executor is None:
+            name = self.settings.model_name
+            raise RuntimeServingError(
+                ErrorKind.NOT_READY, f"model {name!r} is not ready: {self.state}"
+            )
+        return self.model, self.executor
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise bad_input(f"request body too large: {declared} bytes, the limit is {limit}")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise bad_input(f"request body too large: the limit is {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Routes:
+    """Handlers; each one is thin and turns RuntimeServingError into its status code."""
+
+    def __init__(self, service: ModelService) -> None:
+        self.service = service
+
+    async def live(self, request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def server_ready(self, request: Request) -> Response:
+        try:
+            self.service.require_ready()
+        except RuntimeServingError as exc:
+            return error_response(exc)
+        return JSONResponse({"ready": True})
+
+    async def server_metadata(self, request: Request) -> Response:
+        return JSONResponse(
+            {"name": "modelplane", "version": __version__, "extensions": ["binary_tensor_data"]}
+        )
+
+    def _name(self, request: Request) -> tuple[str, str | None]:
+        params = request.path_params
+        name, version = params["name"], params.get("version")
+        self.service.check_name(name, version)
+        return name, version
+
+    async def model_ready(self, request: Request) -> Response:
+        try:
+            self._name(request)
+            self.service.require_ready()
+        except RuntimeServingError as exc:
+            return error_response(exc)
+        return JSONResponse({"name": self.service.settings.model_name, "ready": True})
+
+    async def model_metadata(self, request: Request) -> Response:
+        try:
+            name, _ = self._name(request)
+            model, _ = self.service.require_ready()
+        except RuntimeServingError as exc:
+            return error_response(exc)
+        meta = model.metadata
+        return JSONResponse(
+            {
+                "name": name,
+                "versions": [self.service.settings.model_version],
+                "platform": PLATFORM,
+                "inputs": [t.to_json() for t in meta.inputs],
+                "outputs": [t.to_json() for t in meta.outputs],
+                "parameters": {"max_batch_size": meta.max_batch_size},
+            }
+        )
+
+    async def infer(self, request: Request) -> Response:
+        started = time.perf_counter()
+        service = self.service
+        try:
+            name, _ = self._name(request)
+        except RuntimeServingError as exc:
+            return error_response(exc)
+        try:
+            model, executor = service.require_ready()
+            with executor.admit():
+                body = await _read_body(request, service.settings.max_request_bytes)
+                decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
+                rows = model.validate(decoded.inputs)
+            outputs, stats = await executor.run(decoded.inputs, rows)
+            datatypes = {t.name: t.datatype for t in model.metadata.outputs}
+            encoded = encode_response(
+                name, service.settings.model_version, decoded, outputs, datatypes
+            )
+        except RuntimeServingError as exc:
+            service.metrics.request_failed(exc.kind.value)
+            return error_response(exc)
+        except Exception as exc:
+            # Only a model or runtime fault gets here: every bad input is rejected above.
+            log.exception("inference failed")
+            service.metrics.request_failed(ErrorKind.INTERNAL.value)
+            return error_response(
+                RuntimeServingError(ErrorKind.INTERNAL, f"inference failed: {type(exc).__name__}")
+            )
+        service.metrics.request_succeeded(time.perf_counter() - started, stats.queue_s)
+        if encoded.json_length is None:
+            return Response(encoded.body, media_type="application/json")
+        return Response(
+            encoded.body,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(encoded.json_length)},
+        )
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(self.service.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document(self.service.settings.model_name))
+
+
+class BearerAuth:
+    """Requires `Authorization: Bearer <token>` on the API; probes and metrics stay open
+    because kubelet and Prometheus scrape them without credentials."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode("utf-8")
+
+    @staticmethod
+    def _open(path: str) -> bool:
+        return (
+            path.startswith("/v2/health/")
+            or path in ("/metrics", "/v2/openapi.json", "/openapi.json")
+            or (path.startswith("/v2/models/") and path.endswith("/ready"))
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._open(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, presented = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(presented.strip(), self.token):
+            error = RuntimeServingError(ErrorKind.UNAUTHORIZED, "missing or wrong bearer token")
+            response = error_response(error)
+            response.headers["WWW-Authenticate"] = "Bearer"
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+
+def create_app(settings: Settings) -> ASGIApp:
+    """The ASGI application; the model loads in the background after startup."""
+    service = ModelService(settings)
+    routes = Routes(service)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        loading = asyncio.create_task(service.load(), name="modelplane-load")
+        try:
+            yield {}
+        finally:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            await service.close()
+
+    model = "/v2/models/{name}"
+    versioned = "/v2/models/{name}/versions/{version}"
+    app = Starlette(
+        # The hot route first: Starlette tries routes in order.
+        routes=[
+            Route(model + "/infer", routes.infer, methods=["POST"]),
+            Route(versioned + "/infer", routes.infer, methods=["POST"]),
+            Route("/v2/health/live", routes.live),
+            Route("/v2/health/ready", routes.server_ready),
+            Route("/v2", routes.server_metadata),
+            Route(model, routes.model_metadata),
+            Route(versioned, routes.model_metadata),
+            Route(model + "/ready", routes.model_ready),
+            Route(versioned + "/ready", routes.model_ready),
+            Route("/metrics", routes.metrics),
+            Route("/v2/openapi.json", routes.openapi),
+            Route("/openapi.json", routes.openapi),
+        ],
+        exception_handlers={HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    if settings.auth_token:
+        return BearerAuth(app, settings.auth_token)
+    return app

@@ -1,0 +1,198 @@
+"""`modelplane-storage URI DEST`: the init container that puts a model into /mnt/models.
+
+Sources: file:// and pvc:// paths (a file or a folder), http(s):// files, and with the
+optional extras s3:// (modelplane[s3]) and gs:// (modelplane[gcs]) through fsspec.
+A single file that is a tarball (or zip) is unpacked; an optional sha256 is checked on
+the downloaded file before anything is unpacked. Credentials come only from the
+environment (a Secret through envFrom). On failure it prints one line and exits 1; the
+line also goes to the termination log, where Kubernetes shows it in the pod status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.parse
+import zipfile
+from pathlib import Path
+from typing import Any
+
+CHUNK = 1 << 20
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+
+
+class StorageError(Exception):
+    """A one-line reason the model could not be fetched."""
+
+
+def redact(uri: str) -> str:
+    """Drop user info and query (presigned URLs carry signatures there) from a URI."""
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    query = "?<redacted>" if parts.query else ""
+    return f"{parts.scheme}://{host}{parts.path}{query}"
+
+
+def _filesystem(uri: str, env: dict[str, str]) -> tuple[Any, str]:
+    """An fsspec filesystem and the path within it, configured from the environment."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or not rest:
+        raise StorageError(f"not a URI: {redact(uri)}")
+    import fsspec
+
+    if scheme == "file":
+        return fsspec.filesystem("file"), "/" + rest.lstrip("/")
+    if scheme == "pvc":
+        # The operator mounts the claim at /mnt/pvc; the URI is pvc://<claim>/<path>.
+        _claim, _, inner = rest.partition("/")
+        root = Path(env.get("MODELPLANE_PVC_ROOT", "/mnt/pvc"))
+        return fsspec.filesystem("file"), str(root / inner)
+    if scheme in ("http", "https"):
+        headers = {}
+        token = env.get("MODELPLANE_STORAGE_BEARER_TOKEN", "")
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return fsspec.filesystem(scheme, headers=headers), uri
+    if scheme == "s3":
+        _require("s3fs", "s3")
+        endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        client_kwargs = {"endpoint_url": endpoint} if endpoint else {}
+        if env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION"):
+            client_kwargs["region_name"] = env.get("AWS_REGION") or env["AWS_DEFAULT_REGION"]
+        anonymous = not env.get("AWS_ACCESS_KEY_ID") and not env.get("AWS_WEB_IDENTITY_TOKEN_FILE")
+        return fsspec.filesystem("s3", anon=anonymous, client_kwargs=client_kwargs), rest
+    if scheme == "gs":
+        _require("gcsfs", "gcs")
+        token = env.get("GOOGLE_APPLICATION_CREDENTIALS") or "anon"
+        return fsspec.filesystem("gs", token=token), rest
+    raise StorageError(f"unsupported scheme {scheme!r}: use file, pvc, http, https, s3 or gs")
+
+
+def _require(module: str, extra: str) -> None:
+    try:
+        __import__(module)
+    except ImportError:
+        raise StorageError(
+            f"{extra}:// storage needs the optional extra: pip install 'modelplane[{extra}]'"
+        ) from None
+
+
+def _is_tarball(name: str) -> bool:
+    return name.lower().endswith(TAR_SUFFIXES)
+
+
+def _unpack(archive: Path, dest: Path) -> None:
+    if zipfile.is_zipfile(archive) and not _is_tarball(archive.name):
+        with zipfile.ZipFile(archive) as bundle:
+            root = dest.resolve()
+            for member in bundle.namelist():
+                if not (dest / member).resolve().is_relative_to(root):
+                    raise StorageError(f"zip member {member!r} would land outside {dest}")
+            bundle.extractall(dest)
+        return
+    try:
+        with tarfile.open(archive) as bundle:
+            # The "data" filter refuses absolute paths, links out of dest and device files.
+            bundle.extractall(dest, filter="data")
+    except tarfile.FilterError as exc:
+        raise StorageError(f"unsafe tarball member: {exc}") from None
+    except tarfile.TarError as exc:
+        raise StorageError(f"cannot unpack tarball: {exc}") from None
+
+
+def _download(fs: Any, path: str, target: Path) -> str:
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as source, target.open("wb") as sink:
+        while chunk := source.read(CHUNK):
+            digest.update(chunk)
+            sink.write(chunk)
+    return digest.hexdigest()
+
+
+def fetch(uri: str, dest: Path, sha256: str = "", env: dict[str, str] | None = None) -> list[str]:
+    """Put the model named by `uri` into `dest`; return the top-level names written."""
+    env = dict(os.environ) if env is None else env
+    sha256 = sha256.strip().lower()
+    if sha256 and (len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256)):
+        raise StorageError("MODELPLANE_STORAGE_SHA256 must be 64 hex digits")
+    fs, path = _filesystem(uri, env)
+    dest.mkdir(parents=True, exist_ok=True)
+    remote_dir = not uri.startswith(("http://", "https://")) and fs.isdir(path)
+    if remote_dir:
+        if sha256:
+            raise StorageError("a sha256 can only be checked on a single file (or tarball)")
+        fs.get(path.rstrip("/") + "/", str(dest), recursive=True)
+        return sorted(p.name for p in dest.iterdir())
+    name = Path(urllib.parse.urlsplit(path).path).name or "model"
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".download-") as scratch:
+        target = Path(scratch) / name
+        actual = _download(fs, path, target)
+        if sha256 and actual != sha256:
+            raise StorageError(
+                f"sha256 mismatch for {redact(uri)}: expected {sha256}, got {actual}"
+            )
+        if _is_tarball(name) or name.lower().endswith(".zip"):
+            _unpack(target, dest)
+        else:
+            shutil.move(str(target), dest / name)
+    return sorted(p.name for p in dest.iterdir())
+
+
+def _describe(exc: BaseException, uri: str) -> str:
+    if isinstance(exc, StorageError):
+        return str(exc)
+    if isinstance(exc, FileNotFoundError):
+        # fsspec's HTTP filesystem reports an unreachable host as not found, too.
+        unreachable = " or unreachable" if uri.startswith(("http://", "https://")) else ""
+        return f"not found{unreachable}: {redact(uri)}"
+    if isinstance(exc, PermissionError):
+        return f"permission denied reading {redact(uri)}"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    # Never echo a presigned URL's query string from a library message.
+    parts = urllib.parse.urlsplit(uri)
+    if parts.query:
+        text = text.replace(parts.query, "<redacted>")
+    return f"cannot fetch {redact(uri)}: {type(exc).__name__}: {text}"
+
+
+def _report(message: str, env: dict[str, str]) -> None:
+    print(f"modelplane-storage: {message}", file=sys.stderr)
+    explicit = env.get("MODELPLANE_TERMINATION_LOG")
+    log = Path(explicit or "/dev/termination-log")
+    # Kubelet mounts the default file; outside Kubernetes it does not exist: skip it.
+    if explicit or log.exists():
+        with contextlib.suppress(OSError):
+            log.write_text(message + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    env = dict(os.environ)
+    parser = argparse.ArgumentParser(
+        prog="modelplane-storage", description="Copy a model into the model folder."
+    )
+    parser.add_argument("uri", nargs="?", default=env.get("MODELPLANE_STORAGE_URI", ""))
+    parser.add_argument("dest", nargs="?", default=env.get("MODELPLANE_MODEL_DIR", "/mnt/models"))
+    parser.add_argument("--sha256", default=env.get("MODELPLANE_STORAGE_SHA256", ""))
+    args = parser.parse_args(argv)
+    if not args.uri:
+        _report("no URI: pass one or set MODELPLANE_STORAGE_URI", env)
+        return 1
+    try:
+        names = fetch(args.uri, Path(args.dest), args.sha256, env)
+    except Exception as exc:
+        _report(_describe(exc, args.uri), env)
+        return 1
+    print(f"modelplane-storage: {redact(args.uri)} -> {args.dest}: {', '.join(names)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,310 @@
+"""The operator against the real control plane: children, status, GPUs, drift, ownership."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+import pytest
+from mdkit import condition, events_for, get, model_deployment, wait_condition
+
+from clusterkit import Cluster, wait_for
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+
+def test_create_makes_owned_ready_children_and_truthful_status(
+    cluster: Cluster, namespace: str
+) -> None:
+    cluster.apply(model_deployment("resnet", replicas=2), namespace)
+    md = wait_condition(cluster, "resnet", namespace, "Ready", reason="AllReplicasReady")
+
+    dep = get(cluster, "deployment", "resnet-r1", namespace)
+    svc = get(cluster, "service", "resnet", namespace)
+    assert dep is not None and svc is not None
+    for child in (dep, svc):
+        (ref,) = child["metadata"]["ownerReferences"]
+        assert ref["uid"] == md["metadata"]["uid"] and ref["controller"] is True
+        assert child["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "modelplane"
+    runtime = dep["spec"]["template"]["spec"]["containers"][0]
+    assert runtime["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert runtime["readinessProbe"]["httpGet"]["path"] == "/v2/models/resnet/ready"
+    pods = cluster.get_json("pods", "-n", namespace, "-l", md["status"]["selector"])["items"]
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod["spec"]["nodeName"].startswith("gpu-") or not cluster.simulated
+
+    status = md["status"]
+    assert status["observedGeneration"] == md["metadata"]["generation"]
+    assert status["readyReplicas"] == 2 and status["ready"] == "2/2"
+    assert status["currentVersion"] == status["targetVersion"] == "1.0.0"
+    assert status["gpus"] == 2
+    assert status["endpoint"] == f"http://resnet.{namespace}.svc.cluster.local/v2/models/resnet"
+    assert condition(md, "Stalled")["status"] == "False"
+    assert condition(md, "Reconciling")["status"] == "False"
+    reasons = [e["reason"] for e in events_for(cluster, "resnet", namespace)]
+    assert "AllReplicasReady" in reasons
+
+    table = cluster.kubectl("get", "md", "resnet", "-n", namespace).stdout
+    assert re.search(r"resnet\s+1\.0\.0\s+2/2\s+2\s+AllReplicasReady", table), table
+
+
+def test_kubectl_wait_for_ready(cluster: Cluster, namespace: str) -> None:
+    cluster.apply(model_deployment("waited"), namespace)
+    proc = cluster.kubectl(
+        "wait", "--for=condition=Ready", "md/waited", "-n", namespace, "--timeout=60s", check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_kubectl_scale_reaches_the_deployment(cluster: Cluster, namespace: str) -> None:
+    cluster.apply(model_deployment("scaled"), namespace)
+    wait_condition(cluster, "scaled", namespace, "Ready", reason="AllReplicasReady")
+    cluster.kubectl("scale", "md/scaled", "-n", namespace, "--replicas=3")
+
+    md = wait_for(
+        lambda: (lambda m: m if m and m["status"].get("readyReplicas") == 3 else None)(
+            get(cluster, "md", "scaled", namespace)
+        ),
+        "3 ready replicas",
+    )
+    assert md["status"]["replicas"] == 3
+    dep = get(cluster, "deployment", "scaled-r1", namespace)
+    assert dep is not None and dep["spec"]["replicas"] == 3
+    scale = json.loads(
+        cluster.kubectl(
+            "get",
+            "--raw",
+            f"/apis/modelplane.io/v1alpha1/namespaces/{namespace}/modeldeployments/scaled/scale",
+        ).stdout
+    )
+    assert scale["status"]["replicas"] == 3
+    assert scale["status"]["selector"] == "modelplane.io/deployment=scaled"
+
+
+def test_gpu_shortage_reports_insufficient_gpu_then_recovers_on_a_new_node(
+    cluster: Cluster, namespace: str
+) -> None:
+    if cluster.local is None:
+        pytest.skip("adds a simulated GPU node: needs the local control plane")
+    from localcluster import NodeSpec
+
+    cluster.apply(model_deployment("big", runtime={"gpu": {"count": 8}}), namespace)
+    md = wait_condition(
+        cluster, "big", namespace, "Ready", status="False", reason="InsufficientGPU", timeout=30
+    )
+    assert "Insufficient nvidia.com/gpu" in condition(md, "Ready")["message"]
+    assert condition(md, "Stalled")["status"] == "True"
+    assert any(
+        e["reason"] == "InsufficientGPU" and e["type"] == "Warning"
+        for e in events_for(cluster, "big", namespace)
+    )
+
+    node = NodeSpec(name=f"gpu-big-{uuid.uuid4().hex[:5]}", gpus=8).manifest()
+    cluster.local.apply([node])
+    try:
+        md = wait_condition(
+            cluster, "big", namespace, "Ready", reason="AllReplicasReady", timeout=60
+        )
+        assert condition(md, "Stalled")["status"] == "False"
+    finally:
+        cluster.apply(model_deployment("big", replicas=0, runtime={"gpu": {"count": 8}}), namespace)
+        cluster.kubectl("delete", "node", node["metadata"]["name"], "--wait=false")
+
+
+def test_drift_in_owned_fields_is_reverted(cluster: Cluster, namespace: str) -> None:
+    cluster.apply(model_deployment("drifty", replicas=2), namespace)
+    wait_condition(cluster, "drifty", namespace, "Ready", reason="AllReplicasReady")
+    dep = get(cluster, "deployment", "drifty-r1", namespace)
+    assert dep is not None
+    image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    cluster.kubectl(
+        "set", "image", "deployment/drifty-r1", "runtime=evil.example/x:1", "-n", namespace
+    )
+    cluster.kubectl("scale", "deployment/drifty-r1", "--replicas=5", "-n", namespace)
+
+    def reverted() -> dict[str, Any] | None:
+        live = get(cluster, "deployment", "drifty-r1", namespace)
+        assert live is not None
+        spec = live["spec"]
+        ok = spec["replicas"] == 2 and spec["template"]["spec"]["containers"][0]["image"] == image
+        return live if ok else None
+
+    wait_for(reverted, "the operator to revert image and replicas", timeout=30)
+    wait_condition(cluster, "drifty", namespace, "Ready", reason="AllReplicasReady")
+
+
+def test_unowned_service_of_the_same_name_is_left_alone_and_reported(
+    cluster: Cluster, namespace: str
+) -> None:
+    foreign = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "taken", "labels": {"app": "someone-else"}},
+        "spec": {"selector": {"app": "someone-else"}, "ports": [{"port": 8080}]},
+    }
+    cluster.apply(foreign, namespace)
+    before = get(cluster, "service", "taken", namespace)
+    assert before is not None
+
+    cluster.apply(model_deployment("taken"), namespace)
+    md = wait_condition(
+        cluster, "taken", namespace, "Ready", status="False", reason="ResourceConflict"
+    )
+    assert f"Service {namespace}/taken" in condition(md, "Ready")["message"]
+    assert condition(md, "Stalled")["status"] == "True"
+    assert any(e["reason"] == "ResourceConflict" for e in events_for(cluster, "taken", namespace))
+
+    time.sleep(3)  # give a misbehaving operator the chance to touch it
+    after = get(cluster, "service", "taken", namespace)
+    assert after is not None
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert "ownerReferences" not in after["metadata"]
+    assert after["spec"]["selector"] == {"app": "someone-else"}
+
+
+def test_unowned_deployment_with_a_revision_name_is_left_alone(
+    cluster: Cluster, namespace: str
+) -> None:
+    foreign = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "squat-r1"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "squat"}},
+            "template": {
+                "metadata": {"labels": {"app": "squat"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1"}]},
+            },
+        },
+    }
+    cluster.apply(foreign, namespace)
+    before = get(cluster, "deployment", "squat-r1", namespace)
+    assert before is not None
+    cluster.apply(model_deployment("squat"), namespace)
+    md = wait_condition(
+        cluster, "squat", namespace, "Ready", status="False", reason="ResourceConflict"
+    )
+    assert f"Deployment {namespace}/squat-r1" in condition(md, "Ready")["message"]
+    time.sleep(3)  # give a misbehaving operator the chance to touch it
+    after = get(cluster, "deployment", "squat-r1", namespace)
+    assert after is not None
+    # Its controller keeps updating its status; its spec and metadata must stay the user's.
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert after["spec"] == before["spec"]
+    assert "ownerReferences" not in after["metadata"]
+    managers = {m["manager"] for m in after["metadata"].get("managedFields", [])}
+    assert "modelplane" not in managers
+
+
+def test_delete_cascades_to_children(cluster: Cluster, namespace: str) -> None:
+    cluster.apply(model_deployment("doomed"), namespace)
+    wait_condition(cluster, "doomed", namespace, "Ready", reason="AllReplicasReady")
+    cluster.kubectl("delete", "md", "doomed", "-n", namespace)
+    wait_for(
+        lambda: (
+            get(cluster, "deployment", "doomed", namespace) is None
+            and get(cluster, "service", "doomed", namespace) is None
+        ),
+        "the garbage collector to remove the Deployment and Service",
+    )
+
+
+def test_operator_restart_makes_no_writes_when_nothing_changed(
+    cluster: Cluster, namespace: str, operator: Any
+) -> None:
+    if cluster.local is None:
+        pytest.skip("counts writes in the local API server's audit log")
+    from operatorkit import USERNAME
+
+    for name in ("steady-a", "steady-b"):
+        cluster.apply(model_deployment(name, replicas=2), namespace)
+    for name in ("steady-a", "steady-b"):
+        wait_condition(cluster, name, namespace, "Ready", reason="AllReplicasReady")
+    time.sleep(2)  # let trailing pod events settle
+
+    operator.stop()
+    since = datetime.datetime.now(datetime.UTC)
+    operator.start()
+    # Every ModelDeployment is listed and reconciled at start-up; give it time.
+    wait_for(lambda: _reconciled_unchanged(operator) >= 2, "start-up reconciles", timeout=30)
+    time.sleep(5)
+
+    writes = [
+        e
+        for e in cluster.audit_events()
+        if e["user"]["username"] == USERNAME
+        and e["objectRef"].get("namespace") == namespace  # other tests' namespaces still change
+        and _timestamp(e["requestReceivedTimestamp"]) >= since
+    ]
+    assert writes == [], [
+        (
+            e["verb"],
+            e["objectRef"].get("resource"),
+            e["objectRef"].get("name"),
+            e["objectRef"].get("subresource"),
+            e["userAgent"],
+        )
+        for e in writes
+    ]
+
+
+def _reconciled_unchanged(operator: Any) -> float:
+    for line in operator.metrics().splitlines():
+        if line.startswith('modelplane_reconciles_total{result="unchanged"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _timestamp(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_pods_are_admitted_under_the_restricted_pod_security_standard(
+    cluster: Cluster, namespace: str
+) -> None:
+    cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    cluster.apply(model_deployment("secure"), namespace)
+    md = wait_condition(cluster, "secure", namespace, "Ready", reason="AllReplicasReady")
+    assert md["status"]["readyReplicas"] == 1
+    warnings = [
+        e
+        for e in cluster.get_json("events", "-n", namespace)["items"]
+        if e["reason"] == "FailedCreate"
+    ]
+    assert warnings == []
+
+
+def test_namespace_scoped_operator_leaves_other_namespaces_alone(
+    cluster: Cluster, operator: Any, tmp_path: Any
+) -> None:
+    from operatorkit import OperatorProcess
+
+    watched, ignored = (f"scoped-{kind}-{uuid.uuid4().hex[:5]}" for kind in ("in", "out"))
+    for ns in (watched, ignored):
+        cluster.kubectl("create", "namespace", ns)
+    operator.stop()  # only the scoped operator runs during this test
+    scoped = OperatorProcess(cluster, tmp_path, extra_args=("--namespace", watched))
+    scoped.kubeconfig = operator.kubeconfig
+    try:
+        scoped.start()
+        for ns in (watched, ignored):
+            cluster.apply(model_deployment("scoped"), ns)
+        wait_condition(cluster, "scoped", watched, "Ready", reason="AllReplicasReady")
+        time.sleep(3)
+        untouched = get(cluster, "md", "scoped", ignored)
+        assert untouched is not None and "status" not in untouched
+        assert get(cluster, "deployment", "scoped", ignored) is None
+    finally:
+        scoped.stop()
+        operator.start()
+        for ns in (watched, ignored):
+            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)

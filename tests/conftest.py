@@ -1,0 +1,111 @@
+"""Shared fixtures: the test cluster, a namespace per test, marker handling.
+
+The cluster is the project's own local control plane (etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler, kwok), started once per session and
+stopped at its end. Set MODELPLANE_TEST_KUBECONFIG to run the same tests
+against another cluster instead (a kind cluster, say); an ambient KUBECONFIG is
+deliberately not picked up, so `make test` never touches a cluster by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clusterkit import Cluster, ExternalCluster
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by folder; skip gpu/kind tests where their hardware is absent."""
+    skip_gpu = pytest.mark.skip(reason="needs CUDA (torch.cuda.is_available() is false)")
+    skip_kind = pytest.mark.skip(reason="needs a running Docker engine for kind")
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        if folder == "unit":
+            item.add_marker(pytest.mark.unit)
+        elif folder == "cluster":
+            item.add_marker(pytest.mark.cluster)
+        if "gpu" in item.keywords and not _cuda_available():
+            item.add_marker(skip_gpu)
+        if "kind" in item.keywords and not _docker_engine_running():
+            item.add_marker(skip_kind)
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _docker_engine_running() -> bool:
+    docker = shutil.which("docker")
+    if docker is None:
+        return False
+    try:
+        return subprocess.run([docker, "info"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """A running cluster for the whole session."""
+    external = os.environ.get("MODELPLANE_TEST_KUBECONFIG")
+    if external:
+        yield ExternalCluster(Path(external))
+        return
+    from localcluster import LocalCluster, default_nodes
+
+    local = LocalCluster(name=f"pytest-{os.getpid()}")
+    try:
+        local.start(default_nodes())
+        yield Cluster.for_local(local)
+    finally:
+        local.stop()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards."""
+    base = request.node.name.lower().replace("_", "-")
+    name = "".join(c for c in base if c.isalnum() or c == "-")[:40].strip("-")
+    name = f"{name}-{uuid.uuid4().hex[:5]}"
+    cluster.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The operator, running as its own ServiceAccount, for the whole session."""
+    from operatorkit import OperatorProcess
+
+    proc = OperatorProcess(cluster, tmp_path_factory.mktemp("operator"))
+    proc.install()
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        print(f"\n--- operator log (tail) ---\n{proc.log_tail(60)}")
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> None:
+    """The modelplane CRDs installed (the operator fixture installs them too)."""
+    from operatorkit import install_crds
+
+    install_crds(cluster)

@@ -1,0 +1,152 @@
+"""Readiness, load failures, authentication and graceful shutdown of real server processes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import tritonclient.http as triton
+
+from conftest import StartServer
+
+TINY_BODY = {"inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32", "data": [0.5] * 16}]}
+
+
+def _copy_model(source: Path, target: Path) -> None:
+    # Artifact first, metadata last: the order `modelplane package` writes them in.
+    target.mkdir(exist_ok=True)
+    shutil.copy(source / "model.pt2", target / "model.pt2")
+    shutil.copy(source / "metadata.json", target / "metadata.json")
+
+
+def test_not_ready_until_model_files_arrive_and_load(
+    start_server: StartServer, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "models"  # not even created yet
+    server = start_server(model_dir, MODELPLANE_MODEL_NAME="tiny")
+    server.wait("/v2/health/live")
+    for path in ("/v2/models/tiny/ready", "/v2/health/ready", "/v2/models/tiny"):
+        response = server.get(path)
+        assert response.status_code == 503
+        assert "waiting for model files" in response.json()["error"]
+    infer = httpx.post(f"{server.url}/v2/models/tiny/infer", json=TINY_BODY)
+    assert infer.status_code == 503
+    model_dir.mkdir()
+    time.sleep(0.6)
+    assert server.get("/v2/models/tiny/ready").status_code == 503
+    # A tarball unpacked by the storage initializer lands in a subfolder.
+    _copy_model(tiny_model_dir, model_dir / "tiny-1.0")
+    server.wait_ready()
+    infer = httpx.post(f"{server.url}/v2/models/tiny/infer", json=TINY_BODY)
+    assert infer.status_code == 200, infer.text
+    assert infer.json()["outputs"][0]["shape"] == [1, 4]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_cuda_requested_without_gpu_is_a_clear_not_ready_error(
+    start_server: StartServer, tiny_model_dir: Path
+) -> None:
+    server = start_server(tiny_model_dir, MODELPLANE_MODEL_NAME="tiny", MODELPLANE_DEVICE="cuda")
+    response = server.wait("/v2/models/tiny/ready", status=503)
+    deadline = time.monotonic() + 60
+    while "failed to load" not in response.json()["error"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        response = server.get("/v2/models/tiny/ready")
+    assert response.status_code == 503
+    assert "no usable CUDA device" in response.json()["error"]
+    assert server.get("/v2/health/live").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"torch_version": "1.13.1"}, "incompatible artifact: exported with torch 1.13.1"),
+        ({"artifact_sha256": "0" * 64}, "does not match the sha256"),
+        ({"format": "something/v9"}, "metadata format"),
+    ],
+)
+def test_bad_artifact_stays_not_ready_with_reason(
+    start_server: StartServer,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    edit: dict[str, str],
+    message: str,
+) -> None:
+    model_dir = tmp_path / "model"
+    _copy_model(tiny_model_dir, model_dir)
+    meta = json.loads((model_dir / "metadata.json").read_text())
+    (model_dir / "metadata.json").write_text(json.dumps({**meta, **edit}))
+    server = start_server(model_dir, MODELPLANE_MODEL_NAME="tiny")
+    deadline = time.monotonic() + 60
+    response = server.wait("/v2/models/tiny/ready", status=503)
+    while "failed" not in response.json()["error"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        response = server.get("/v2/models/tiny/ready")
+    assert message in response.json()["error"]
+    infer = httpx.post(f"{server.url}/v2/models/tiny/infer", json=TINY_BODY)
+    assert infer.status_code == 503
+
+
+def test_bearer_token_guards_the_api_not_the_probes(
+    start_server: StartServer, tiny_model_dir: Path
+) -> None:
+    server = start_server(
+        tiny_model_dir, MODELPLANE_MODEL_NAME="tiny", MODELPLANE_AUTH_TOKEN="s3cret"
+    )
+    server.wait_ready()
+    url = f"{server.url}/v2/models/tiny/infer"
+    assert httpx.post(url, json=TINY_BODY).status_code == 401
+    wrong = httpx.post(url, json=TINY_BODY, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert "bearer token" in wrong.json()["error"]
+    assert server.get("/v2/models/tiny").status_code == 401
+    for open_path in ("/v2/health/live", "/v2/health/ready", "/v2/models/tiny/ready", "/metrics"):
+        assert server.get(open_path).status_code == 200, open_path
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    x = triton.InferInput("x", [1, 16], "FP32")
+    x.set_data_from_numpy(np.ones((1, 16), np.float32))
+    result = client.infer("tiny", [x], headers={"Authorization": "Bearer s3cret"})
+    out = result.as_numpy("output0")
+    assert out is not None and out.shape == (1, 4)
+
+
+def test_sigterm_drains_in_flight_requests(start_server: StartServer, tiny_model_dir: Path) -> None:
+    server = start_server(tiny_model_dir, MODELPLANE_MODEL_NAME="tiny", MODELPLANE_BATCHING="true")
+    server.wait_ready()
+    body = json.dumps(TINY_BODY).encode()
+
+    def slow_upload() -> Iterator[bytes]:
+        # Half the body now, the rest after SIGTERM: the request is in flight throughout.
+        yield body[: len(body) // 2]
+        time.sleep(2.0)
+        yield body[len(body) // 2 :]
+
+    answers: list[httpx.Response] = []
+    sender = threading.Thread(
+        target=lambda: answers.append(
+            httpx.post(f"{server.url}/v2/models/tiny/infer", content=slow_upload(), timeout=30)
+        )
+    )
+    started = time.monotonic()
+    sender.start()
+    time.sleep(0.7)
+    assert not answers, "the request should still be uploading"
+    server.process.terminate()
+    sender.join(timeout=30)
+    # uvicorn re-raises the captured SIGTERM once drained, so the status is -SIGTERM.
+    assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert len(answers) == 1
+    assert answers[0].status_code == 200, answers[0].text
+    assert answers[0].json()["outputs"][0]["shape"] == [1, 4]
+    assert time.monotonic() - started >= 2.0
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{server.url}/v2/health/live", timeout=2)

@@ -1,0 +1,44 @@
+"""The operator's own parsing: defaults and errors for objects admission let through."""
+
+from __future__ import annotations
+
+import pytest
+from factories import md_body
+
+from modelplane_operator.spec import SpecError, parse
+
+
+def test_defaults_match_the_crd() -> None:
+    body = md_body()
+    del body["spec"]["runtime"]
+    del body["spec"]["replicas"]
+    md = parse(body)
+    assert md.replicas == 1
+    assert md.gpu.count == 0
+    assert md.model_name == "resnet"
+    assert md.port == 8080
+    assert md.rollout.strategy == "RollingUpdate"
+    assert md.rollout.max_surge == 1 and md.rollout.max_unavailable == 0
+    assert md.revision_history_limit == 5
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"model": {"version": "1.0", "uri": "ftp://x"}}, "schemes"),
+        ({"model": {"version": "bad version", "uri": "s3://x"}}, "version"),
+        ({"model": {"version": "1", "uri": "s3://x"}, "replicas": -1}, "replicas"),
+        (
+            {
+                "model": {"version": "1", "uri": "s3://x"},
+                "runtime": {"resources": {"limits": {"nvidia.com/gpu": 1}}},
+            },
+            "gpu.count",
+        ),
+    ],
+)
+def test_unservable_specs_raise_readable_errors(spec: dict, message: str) -> None:  # type: ignore[type-arg]
+    body = md_body()
+    body["spec"] = spec
+    with pytest.raises(SpecError, match=message):
+        parse(body)
