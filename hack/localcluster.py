@@ -337,6 +337,18 @@ class LocalCluster:
         self._wait(nodes_ready, "simulated nodes to become Ready")
         self._wait(default_service_account, "the default ServiceAccount")
 
+    def restart_component(self, component: str, down_s: float = 0.0) -> None:
+        """Stop one component and start it again on the same ports (fault injection)."""
+        state = self.state()
+        if state is None or component not in state.pids:
+            raise ClusterError(f"{self.name} is not running {component}")
+        _terminate(state.pids[component])
+        time.sleep(down_s)
+        state.pids[component] = self._spawn(component, self._command(component, state))
+        self._save(state)
+        if component == "kube-apiserver":
+            self._wait(lambda: self._healthy(state), "kube-apiserver /readyz")
+
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
         """Stop every process of this cluster and forget its state (and data)."""

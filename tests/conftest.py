@@ -20,6 +20,9 @@ from typing import Any
 import pytest
 
 from clusterkit import Cluster, ExternalCluster
+from reliabilitykit import REPORT_ENV, Finding, Recorder, Report
+
+REPORT_KEY = pytest.StashKey[Report]()
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -28,7 +31,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Mark tests by folder; skip gpu/kind tests where their hardware is absent."""
     skip_gpu = pytest.mark.skip(reason="needs CUDA (torch.cuda.is_available() is false)")
     skip_kind = pytest.mark.skip(reason="needs a running Docker engine for kind")
+    report = config.stash[REPORT_KEY]
     for item in items:
+        found = item.get_closest_marker("found")
+        if found is not None:
+            report.findings[item.nodeid] = Finding(found.args[0], item.nodeid)
+        suite = item.get_closest_marker("reliability")
+        if suite is not None:
+            report.recorder(item.nodeid, suite.args[0], _title(item))
         folder = Path(str(item.fspath)).parent.name
         if folder == "unit":
             item.add_marker(pytest.mark.unit)
@@ -38,6 +48,47 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
         if "kind" in item.keywords and not _docker_engine_running():
             item.add_marker(skip_kind)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[REPORT_KEY] = Report()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Outcomes of reliability and regression tests, for docs/reliability.md."""
+    report: pytest.TestReport = yield
+    if report.when == "call" or report.outcome != "passed":
+        store = item.config.stash[REPORT_KEY]
+        for entry in (store.tests.get(item.nodeid), store.findings.get(item.nodeid)):
+            if entry is not None:
+                entry.outcome = report.outcome
+        if item.nodeid in store.tests and report.when == "call":
+            store.tests[item.nodeid].seconds = report.duration
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    path = os.environ.get(REPORT_ENV)
+    if path:
+        Path(path).write_text(session.config.stash[REPORT_KEY].render())
+
+
+@pytest.fixture
+def reliability(request: pytest.FixtureRequest) -> Recorder:
+    """Figures for docs/reliability.md (tests marked ``reliability("Suite")``)."""
+    marker = request.node.get_closest_marker("reliability")
+    assert marker is not None, "mark the test @pytest.mark.reliability('Suite')"
+    report = request.config.stash[REPORT_KEY]
+    return report.recorder(request.node.nodeid, marker.args[0], _title(request.node))
+
+
+def _title(item: Any) -> str:
+    """A test's docstring's first line, else its name with spaces."""
+    doc = getattr(getattr(item, "function", None), "__doc__", None)
+    title = str(doc).strip().splitlines()[0] if doc else str(item.originalname)
+    callspec = getattr(item, "callspec", None)
+    return f"{title} [{callspec.id}]" if callspec else title
 
 
 def _cuda_available() -> bool:

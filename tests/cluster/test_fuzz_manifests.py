@@ -1,0 +1,267 @@
+"""Bad input to the API: generated ModelDeployments are refused readably or reported.
+
+Hypothesis builds manifests that mix valid values with the mistakes people make (wrong
+types, negative counts, unknown schemes, bad quantities, reserved labels, odd unicode).
+Each is created for real. A refusal must be a 422 whose message names the field; an
+accepted object must end up with a Ready condition and a reason for its generation, and
+the operator must neither crash, nor hot-loop, nor leave half of an object's children.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+import time
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mdkit import condition
+from reliabilitykit import Recorder, iterations
+
+from clusterkit import Cluster, wait_for
+
+pytestmark = pytest.mark.reliability("Bad input to the API")
+
+GENERATED = iterations(ci=500, soak=1500)
+WRITE_BOUND = 30  # API writes per object over the whole test; a hot loop makes thousands
+
+label = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?", fullmatch=True)
+text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=16)
+name_like = st.one_of(label, text)
+small_int = st.integers(-3, 20)
+
+
+def either(valid: st.SearchStrategy[Any], invalid: st.SearchStrategy[Any]) -> Any:
+    """Mostly valid values: a manifest usually has one or two mistakes, not twenty."""
+    return st.one_of(valid, valid, valid, invalid)
+
+
+def optional(required: dict[str, Any] | None = None, **fields: Any) -> Any:
+    return st.fixed_dictionaries(required or {}, optional=fields)
+
+
+quantity = either(
+    st.sampled_from(["1", "500m", "2Gi", "0.5", "1e3", "100Mi"]),
+    st.one_of(text, st.integers(-5, 10**6), st.floats(allow_nan=False, allow_infinity=False)),
+)
+resource_list = st.dictionaries(
+    either(st.sampled_from(["cpu", "memory", "ephemeral-storage"]), st.sampled_from(["nvidia.com/gpu", "example.com/x"]) | text),
+    quantity,
+    max_size=3,
+)
+model = either(
+    optional(
+        {
+            "version": either(st.from_regex(r"[0-9]{1,2}\.[0-9]{1,2}\.[0-9]{1,2}", fullmatch=True), text),
+            "uri": either(
+                st.sampled_from(
+                    ["s3://b/m", "gs://b/m", "https://h/m.tar.gz", "http://h/m", "file:///m", "pvc://claim/m"]
+                ),
+                st.one_of(text, st.builds("{}://{}".format, st.sampled_from(["ftp", "hdfs", "S3", ""]), text)),
+            ),
+        },
+        name=name_like,
+        format=either(st.just("torch-export"), st.sampled_from(["torchscript", "onnx"]) | text),
+        sha256=either(st.from_regex(r"[0-9a-f]{64}", fullmatch=True), text),
+        secretRef=optional(name=name_like),
+    ),
+    st.one_of(text, st.integers(), st.just({})),
+)
+env_entry = optional(
+    {"name": either(st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True), text)},
+    value=text,
+    valueFrom=either(
+        st.just({"secretKeyRef": {"name": "creds", "key": "token"}}),
+        st.dictionaries(text, text, max_size=2),
+    ),
+)
+runtime = optional(
+    image=either(st.sampled_from(["ghcr.io/x/runtime:1", "runtime@sha256:" + "a" * 64]), text),
+    port=either(st.integers(1024, 65535), st.integers(-1, 70000)),
+    resources=optional(requests=resource_list, limits=resource_list),
+    gpu=optional(count=either(st.integers(0, 4), small_int), product=name_like),
+    env=st.lists(env_entry, max_size=3),
+    batching=optional(
+        enabled=st.booleans(),
+        maxBatchSize=either(st.integers(1, 64), st.integers(-1, 5000)),
+        maxQueueDelayMs=either(st.integers(0, 50), st.integers(-1, 20000)),
+    ),
+)
+int_or_percent = either(
+    st.integers(0, 3) | st.from_regex(r"[0-9]{1,2}%", fullmatch=True),
+    st.integers(-2, 5) | text,
+)
+rollout = optional(
+    strategy=either(st.sampled_from(["RollingUpdate", "Recreate", "Canary"]), text),
+    maxSurge=int_or_percent,
+    maxUnavailable=int_or_percent,
+    progressDeadlineSeconds=either(st.integers(10, 600), st.integers(-1, 100000)),
+    autoRollback=st.booleans(),
+    paused=st.booleans(),
+    rollbackTo=small_int,
+    canary=optional(
+        steps=st.lists(
+            optional(
+                {"weight": either(st.integers(1, 100), st.integers(-5, 120))},
+                pause=st.one_of(
+                    st.just({}),
+                    optional(duration=either(st.from_regex(r"[0-9]{1,2}[smh]", fullmatch=True), text)),
+                ),
+            ),
+            max_size=4,
+        )
+    ),
+)
+label_key = either(label, st.sampled_from(["modelplane.io/x", "app.kubernetes.io/name"]) | text)
+pod = optional(
+    nodeSelector=st.dictionaries(label_key, name_like, max_size=2),
+    tolerations=st.lists(
+        optional(
+            key=name_like,
+            operator=either(st.sampled_from(["Exists", "Equal"]), text),
+            value=name_like,
+            effect=either(st.sampled_from(["NoSchedule", "NoExecute", ""]), text),
+            tolerationSeconds=small_int,
+        ),
+        max_size=2,
+    ),
+    affinity=either(st.just({}), st.dictionaries(text, text, max_size=1)),
+    serviceAccountName=name_like,
+    priorityClassName=name_like,
+    imagePullSecrets=st.lists(optional(name=name_like), max_size=2),
+    annotations=st.dictionaries(label_key, text, max_size=2),
+    labels=st.dictionaries(label_key, name_like, max_size=2),
+)
+spec = optional(
+    {"model": model},
+    runtime=runtime,
+    replicas=either(st.integers(0, 2), st.sampled_from([-1, 1001]) | text),
+    rollout=rollout,
+    revisionHistoryLimit=either(st.integers(0, 5), st.integers(-1, 60)),
+    pod=pod,
+    surprise=text,  # unknown fields are pruned, never an error
+)
+
+
+def _readable_refusal(name: str, status: int, body: str) -> str:
+    """The refusal a user sees in `kubectl apply`: a 422 naming the field and the rule."""
+    assert status == 422, (status, body)
+    details = json.loads(body)
+    message: str = details["message"]
+    assert message.startswith(f'ModelDeployment.modelplane.io "{name}" is invalid: '), message
+    causes = details.get("details", {}).get("causes", [])
+    assert causes, message
+    for cause in causes:
+        assert cause.get("field", "").startswith("spec"), cause
+        assert cause.get("message"), cause
+    assert "Internal error" not in message and "panic" not in message
+    return causes[0]["field"].split("[")[0]
+
+
+def _operator_metric(operator: Any, prefix: str) -> float:
+    return sum(
+        float(line.split()[-1]) for line in operator.metrics().splitlines() if line.startswith(prefix)
+    )
+
+
+def test_generated_manifests_are_refused_readably_or_reported(
+    cluster: Cluster, namespace: str, operator: Any, reliability: Recorder
+) -> None:
+    """Generated ModelDeployment manifests: refused at admission or reported by a condition."""
+    if cluster.local is None:
+        pytest.skip("counts writes in the local API server's audit log")
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from operatorkit import USERNAME
+
+    api = client.CustomObjectsApi(cluster.api_client())
+    since = datetime.datetime.now(datetime.UTC)
+    unexpected_before = _operator_metric(operator, 'modelplane_reconcile_errors_total{kind="unexpected"}')
+    accepted: list[str] = []
+    refused_fields: collections.Counter[str] = collections.Counter()
+
+    @settings(
+        max_examples=GENERATED,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(spec)
+    def admit(body: dict[str, Any]) -> None:
+        name = f"fz-{len(accepted) + sum(refused_fields.values())}"
+        manifest = {
+            "apiVersion": "modelplane.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": name},
+            "spec": body,
+        }
+        try:
+            api.create_namespaced_custom_object(
+                "modelplane.io", "v1alpha1", namespace, "modeldeployments", manifest
+            )
+        except ApiException as exc:
+            refused_fields[_readable_refusal(name, exc.status, exc.body)] += 1
+        else:
+            accepted.append(name)
+
+    admit()
+    tried = len(accepted) + sum(refused_fields.values())
+    assert accepted and refused_fields, "the generator should produce both kinds"
+
+    def reported() -> dict[str, dict[str, Any]] | None:
+        items = api.list_namespaced_custom_object(
+            "modelplane.io", "v1alpha1", namespace, "modeldeployments"
+        )["items"]
+        done = {
+            md["metadata"]["name"]: md
+            for md in items
+            if md.get("status", {}).get("observedGeneration") == md["metadata"]["generation"]
+            and condition(md, "Ready").get("reason")
+        }
+        return done if len(done) == len(accepted) else None
+
+    objects = wait_for(reported, f"all {len(accepted)} accepted objects reported", timeout=600)
+    time.sleep(5)  # anything still writing now is looping
+
+    # The operator neither crashed nor failed on a surprise.
+    assert operator.proc is not None and operator.proc.poll() is None, operator.log_tail()
+    unexpected = _operator_metric(operator, 'modelplane_reconcile_errors_total{kind="unexpected"}')
+    assert unexpected == unexpected_before, operator.log_tail(80)
+
+    # No object half-made: a Service only beside a Deployment and the other way round.
+    deployments = cluster.get_json("deployments", "-n", namespace)["items"]
+    services = cluster.get_json("services", "-n", namespace)["items"]
+    with_deployment = {d["metadata"]["labels"]["modelplane.io/deployment"] for d in deployments}
+    with_service = {s["metadata"]["name"] for s in services}
+    assert with_deployment == with_service, (with_deployment ^ with_service)
+
+    # Bounded writes per object.
+    writes: collections.Counter[str] = collections.Counter()
+    for event in cluster.audit_events():
+        ref = event["objectRef"]
+        if (
+            event["user"]["username"] == USERNAME
+            and ref.get("namespace") == namespace
+            and _after(event, since)
+        ):
+            owner = ref.get("name", "").rsplit("-r", 1)[0] if ref.get("resource") == "deployments" else ref.get("name", "")
+            writes[owner.split(".")[0]] += 1
+    busiest = writes.most_common(1)[0] if writes else ("", 0)
+    assert busiest[1] <= WRITE_BOUND, f"{busiest} writes: a hot loop"
+
+    reasons = collections.Counter(condition(md, "Ready")["reason"] for md in objects.values())
+    reliability.record("manifests generated and created", tried)
+    reliability.record("refused at admission", sum(refused_fields.values()))
+    reliability.record("accepted and reported", len(accepted))
+    reliability.record("most refused fields", ", ".join(f"{f} ({n})" for f, n in refused_fields.most_common(5)))
+    reliability.record("Ready reasons", ", ".join(f"{r} ({n})" for r, n in reasons.most_common()))
+    reliability.record("most writes for one object", busiest[1])
+
+
+def _after(event: dict[str, Any], since: datetime.datetime) -> bool:
+    stamp = datetime.datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
+    return stamp >= since
