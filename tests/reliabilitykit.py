@@ -76,7 +76,12 @@ class Report:
         for record in self.tests.values():
             suites.setdefault(record.suite, []).append(record)
         for suite, records in suites.items():
-            lines += [f"## {suite}", "", "| test | outcome | seconds | figures |", "| --- | --- | --- | --- |"]
+            lines += [
+                f"## {suite}",
+                "",
+                "| test | outcome | seconds | figures |",
+                "| --- | --- | --- | --- |",
+            ]
             for r in records:
                 figures = "; ".join(f"{k}: {_fmt(v)}" for k, v in r.figures.items())
                 lines.append(f"| {r.title} | {r.outcome} | {r.seconds:.0f} | {figures} |")

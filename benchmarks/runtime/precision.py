@@ -1,4 +1,4 @@
-"""Precision benchmark: what float16/bfloat16 (GPU) and int8 (CPU) cost in accuracy and buy in speed.
+"""Precision benchmark: what float16/bfloat16 (GPU) and int8 (CPU) cost and buy.
 
     ~/.cache/modelplane/venv/bin/python benchmarks/runtime/precision.py
 
@@ -78,7 +78,9 @@ def time_batches(model: LoadedModel, seconds: float) -> dict[str, dict[str, floa
     return results
 
 
-def accuracy(model: LoadedModel, reference: np.ndarray, x: dict[str, np.ndarray]) -> dict[str, float]:
+def accuracy(
+    model: LoadedModel, reference: np.ndarray, x: dict[str, np.ndarray]
+) -> dict[str, float]:
     got = model.predict(x)["output0"]
     diff = got.astype(np.float64) - reference.astype(np.float64)
     return {
@@ -175,7 +177,7 @@ def markdown(report: dict[str, Any]) -> str:
             numbers = row["batches"][str(batch)]
             speedup = numbers.get("speedup_vs_float32")
             cells.append(
-                f"{numbers['rows_per_s']:,.0f}" + (f" ({speedup:.2f}×)" if speedup else "")
+                f"{numbers['rows_per_s']:,.0f}" + (f" ({speedup:.2f}x)" if speedup else "")
             )
         lines.append(
             f"| {row['device']} | {row['precision']} | {row['max_abs_error']:.2e} | "

@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resync-seconds", type=float, default=120.0)
     p.add_argument("--peering", default=None, help="kopf peering name for several replicas")
     p.add_argument("--priority", type=int, default=0, help="kopf peering priority")
+    p.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=15,
+        help="seconds after its last keep-alive that a silent replica is presumed dead",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -66,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             cluster_domain=args.cluster_domain,
         ),
         resync_seconds=args.resync_seconds,
+        peering_lifetime=args.peering_lifetime,
     )
     kopf.configure(
         verbose=args.verbose,

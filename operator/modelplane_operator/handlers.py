@@ -10,7 +10,6 @@ object are serialised. A slow resync loop covers changes no watch announces.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Mapping
@@ -22,7 +21,7 @@ from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
 from .config import OperatorConfig
-from .kube import Kube, TransientApiError
+from .kube import Kube, TransientApiError, api_message
 from .manifests import DEPLOYMENT_LABEL, MANAGED_BY
 from .metrics import RECONCILE_ERRORS, RECONCILE_SECONDS, RECONCILES
 from .reconcile import reconcile
@@ -36,6 +35,7 @@ class _State:
     config: ClassVar[OperatorConfig] = OperatorConfig()
     kube: ClassVar[Kube | None] = None
     resync_seconds: ClassVar[float] = 120.0
+    peering_lifetime: ClassVar[int] = 15
     index: ClassVar[kopf.Index[Any, Any] | None] = None
     guard: ClassVar[threading.Lock] = threading.Lock()
     running: ClassVar[set[Key]] = set()  # keys being reconciled now
@@ -47,10 +47,13 @@ class _State:
     timers: ClassVar[dict[Key, threading.Timer]] = {}
 
 
-def configure(config: OperatorConfig, resync_seconds: float = 120.0) -> None:
+def configure(
+    config: OperatorConfig, resync_seconds: float = 120.0, peering_lifetime: int = 15
+) -> None:
     """Set the operator-wide settings (called by the CLI before kopf starts)."""
     _State.config = config
     _State.resync_seconds = resync_seconds
+    _State.peering_lifetime = peering_lifetime
 
 
 @kopf.on.startup()
@@ -60,6 +63,9 @@ def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
     settings.execution.max_workers = 8
+    # A replica that dies without saying goodbye (SIGKILL, a lost node) is presumed dead
+    # this long after its last keep-alive; its standby takes over then.
+    settings.peering.lifetime = _State.peering_lifetime
     try:
         kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kube_config.ConfigException:
@@ -119,7 +125,7 @@ def _reconcile_once(key: Key, fallback: Mapping[str, Any] | None, logger: Any) -
             logger.warning("reconcile deferred: %s (retried on the next change or resync)", exc)
             return
         except ApiException as exc:
-            message = _api_message(exc)
+            message = api_message(exc)
             if exc.status == 404 or "being terminated" in message:
                 # The object or its namespace is going away: nothing left to reconcile.
                 logger.debug("reconcile skipped: %s", message)
@@ -139,13 +145,6 @@ def _reconcile_once(key: Key, fallback: Mapping[str, Any] | None, logger: Any) -
         if outcome.result != "unchanged":
             ms = 1000 * (time.monotonic() - started)
             logger.info("reconciled (%s) in %.0f ms", outcome.result, ms)
-
-
-def _api_message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except ValueError:
-        return str(exc.reason)
 
 
 def _requeue(key: Key, delay: float | None, logger: Any) -> None:

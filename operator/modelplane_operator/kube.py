@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 RETRYABLE = frozenset({409, 429, 500, 502, 503, 504})
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
+APPLY_PATHS = {
+    "Deployment": "/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+    "Service": "/api/v1/namespaces/{namespace}/services/{name}",
+}
 
 
 class TransientApiError(RuntimeError):
@@ -110,20 +114,27 @@ class Kube:
         """Server-side apply ``obj`` (a Deployment or Service) and return the result."""
         meta = obj["metadata"]
         name, namespace, kind = meta["name"], meta["namespace"], obj["kind"]
-        kwargs: dict[str, Any] = {
-            "field_manager": self.field_manager,
-            "force": True,
-            "_content_type": APPLY,
-            "_preload_content": False,
-        }
-        body: Any = dict(obj)
-        call: Callable[[], Any]
-        if kind == "Deployment":
-            call = lambda: self.apps.patch_namespaced_deployment(name, namespace, body, **kwargs)  # noqa: E731
-        elif kind == "Service":
-            call = lambda: self.core.patch_namespaced_service(name, namespace, body, **kwargs)  # noqa: E731
-        else:
+        if kind not in APPLY_PATHS:
             raise ValueError(f"cannot apply a {kind}")
+        # Sent as UTF-8 bytes, serialised here: the typed client methods json.dumps the body
+        # with ASCII escapes, and characters beyond the BMP (an emoji in an annotation)
+        # become UTF-16 surrogate pairs, which the API server's YAML decoder refuses.
+        body = json.dumps(obj, ensure_ascii=False).encode()
+        path = APPLY_PATHS[kind].format(namespace=namespace, name=name)
+        query = [("fieldManager", self.field_manager), ("force", "true")]
+        headers = {"Content-Type": APPLY, "Accept": "application/json"}
+
+        def call() -> Any:
+            method, url, header_params, payload, _ = self.api_client.param_serialize(
+                "PATCH", path, query_params=query, header_params=headers, body=body,
+                auth_settings=["BearerToken"],
+            )  # fmt: skip
+            resp = self.api_client.call_api(method, url, header_params, payload)
+            resp.read()  # type: ignore[no-untyped-call]
+            if not 200 <= resp.status < 300:
+                raise ApiException(http_resp=resp)
+            return resp
+
         API_WRITES.labels(kind=kind, verb="apply").inc()
         resp: Any = _retry(call)
         result: dict[str, Any] = json.loads(resp.data)
@@ -220,3 +231,11 @@ def _retry(call: Callable[[], T], attempts: int = 3) -> T:
                 raise TransientApiError(f"API server unreachable: {exc}") from exc
         time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def api_message(exc: ApiException) -> str:
+    """The API server's own message for a refused request (its Status body)."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)

@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from .compare import contains
 from .config import OperatorConfig
 from .gpu import free_slots
-from .kube import Kube
+from .kube import Kube, api_message
 from .manifests import (
     build_deployment,
     build_pod_template,
@@ -134,25 +134,37 @@ def reconcile(
         {"version": md.version, "uri": md.uri, "image": runtime["image"]},
     )
 
-    # Act.
+    # Act: Deployments first, so that a template the API server refuses leaves no Service
+    # behind without a Deployment.
     conflicts: list[str] = []
     wrote = False
     desired_service = with_applied_hash(build_service(md))
     if service is not None and not owned_by(service, md.uid):
         conflicts.append(f"Service {namespace}/{name}")
-    elif needs_apply(service, desired_service):
-        kube.apply(desired_service)
-        wrote = True
     if the_plan.create_target:
         target_name = deployment_name(name, the_plan.target)
         existing = kube.get_deployment(namespace, target_name)
         if existing is not None and not owned_by(existing, md.uid):
             conflicts.append(f"Deployment {namespace}/{target_name}")
-    if not conflicts and the_plan.error is None:
-        wrote = (
-            _act_on_revisions(kube, md, config, the_plan, revisions, deployments, desired_hash)
-            or wrote
-        )
+    try:
+        if not conflicts and the_plan.error is None:
+            wrote = _act_on_revisions(
+                kube, md, config, the_plan, revisions, deployments, desired_hash
+            )
+        if not any(c.startswith("Service") for c in conflicts) and needs_apply(
+            service, desired_service
+        ):
+            kube.apply(desired_service)
+            wrote = True
+    except ApiException as exc:
+        if exc.status not in (400, 422):
+            raise
+        # Admission let through what the API server refuses in a child (an empty
+        # nodeSelectorTerms, say): the user must change the spec, so say what to change.
+        message = f"the API server refused a child of this ModelDeployment: {api_message(exc)}"
+        status, events = invalid_spec_status(md.generation, message, previous, to_text(now))
+        _report(kube, body, previous, status, events)
+        return Outcome("invalid", status)
 
     status, events = compute_status(
         md, the_plan, revisions, conflicts, config, previous, to_text(now)

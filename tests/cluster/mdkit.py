@@ -86,4 +86,20 @@ def wait_serving(
             return md
         return None
 
-    return wait_for(probe, f"md/{name} serving {version}", timeout)
+    try:
+        return wait_for(probe, f"md/{name} serving {version}", timeout)
+    except AssertionError as exc:
+        md = get(cluster, "md", name, namespace) or {}
+        status = md.get("status", {})
+        summary = {
+            "generation": md.get("metadata", {}).get("generation"),
+            "observedGeneration": status.get("observedGeneration"),
+            "currentVersion": status.get("currentVersion"),
+            "targetVersion": status.get("targetVersion"),
+            "conditions": [
+                (c["type"], c["status"], c.get("reason"), c.get("message"))
+                for c in status.get("conditions", [])
+            ],
+            "rollout": status.get("rollout"),
+        }
+        raise AssertionError(f"{exc}\nmd/{name} now: {json.dumps(summary, indent=1)}") from None

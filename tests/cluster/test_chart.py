@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -27,6 +28,7 @@ from mdkit import condition, get, model_deployment, wait_condition
 
 from clusterkit import Cluster, wait_for
 from localcluster import BIN_DIR
+from reliabilitykit import Recorder
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "modelplane"
@@ -226,6 +228,7 @@ def writes_by(cluster: Cluster, user: str, namespace: str) -> set[tuple[str, str
     }
 
 
+@pytest.mark.reliability("Access")
 def test_cluster_wide_install_upgrade_uninstall_with_a_sufficient_tight_identity(
     cluster: Cluster,
     namespace: str,
@@ -345,6 +348,7 @@ def test_cluster_wide_install_upgrade_uninstall_with_a_sufficient_tight_identity
         cluster.kubectl("delete", "namespace", models, "--wait=false", check=False)
 
 
+@pytest.mark.reliability("Access")
 def test_namespaced_install_watches_and_may_write_only_its_namespaces(
     cluster: Cluster, namespace: str, helm: Helm, operator: Any, tmp_path: Path
 ) -> None:
@@ -495,6 +499,7 @@ def test_plain_bundle_is_accepted_by_the_api_server(cluster: Cluster, operator: 
     assert get(cluster, "deployment", "modelplane-operator", "modelplane-system") is None
 
 
+@pytest.mark.reliability("Faults")
 def test_two_peered_replicas_one_acts_and_the_other_takes_over(
     cluster: Cluster,
     namespace: str,
@@ -502,6 +507,7 @@ def test_two_peered_replicas_one_acts_and_the_other_takes_over(
     operator: Any,
     tmp_path: Path,
     kopf_crds_cleanup: None,
+    reliability: Recorder,
 ) -> None:
     """replicas=2: with the chart's peering flags and RBAC, one replica acts at a time.
 
@@ -544,10 +550,18 @@ def test_two_peered_replicas_one_acts_and_the_other_takes_over(
         assert low.log_tail(100_000).count("Handler '") == handled, "the standby acted"
         assert high.log_tail(100_000).count("Handler 'on_modeldeployment' succeeded") >= 1
 
-        high.stop()
-        wait_for(lambda: logged(low, "Resuming operations", 2), "the standby to take over")
+        # The active replica dies without a goodbye: the standby takes over once the
+        # peering lifetime (15 s) has passed since its last keep-alive.
+        killed = time.monotonic()
+        high.stop(signal.SIGKILL)
+        wait_for(
+            lambda: logged(low, "Resuming operations", 2), "the standby to take over", timeout=45
+        )
+        failover = time.monotonic() - killed
+        assert failover <= 30, f"failover took {failover:.0f}s"
         cluster.apply(model_deployment("second"), models)
         wait_condition(cluster, "second", models, "Ready", reason="AllReplicasReady")
+        reliability.record("failover after SIGKILL of the active replica (s)", failover)
     finally:
         for proc in procs:
             proc.stop()

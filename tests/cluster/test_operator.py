@@ -266,6 +266,7 @@ def _timestamp(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+@pytest.mark.reliability("Access")
 def test_pods_are_admitted_under_the_restricted_pod_security_standard(
     cluster: Cluster, namespace: str
 ) -> None:

@@ -255,6 +255,7 @@ def test_paused_rollout_holds_and_resumes(cluster: Cluster, namespace: str) -> N
     wait_serving(cluster, namespace, "held", "2.0.0")
 
 
+@pytest.mark.reliability("Faults")
 def test_operator_killed_mid_rollout_resumes_without_orphans_or_duplicates(
     cluster: Cluster, namespace: str, operator: Any
 ) -> None:

@@ -12,6 +12,7 @@ from mdkit import model_deployment, wait_condition
 from clusterkit import Cluster
 
 
+@pytest.mark.reliability("Access")
 def test_storage_credentials_never_leave_the_secret(
     cluster: Cluster, namespace: str, operator: Any
 ) -> None:
@@ -52,6 +53,7 @@ def test_storage_credentials_never_leave_the_secret(
     assert all("envFrom" not in c for c in pod_spec["spec"]["containers"])
 
 
+@pytest.mark.reliability("Access")
 @pytest.mark.usefixtures("operator")
 def test_the_operator_cannot_read_secrets(cluster: Cluster, namespace: str) -> None:
     from operatorkit import USERNAME

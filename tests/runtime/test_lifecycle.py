@@ -96,6 +96,7 @@ def test_bad_artifact_stays_not_ready_with_reason(
     assert infer.status_code == 503
 
 
+@pytest.mark.reliability("Access")
 def test_bearer_token_guards_the_api_not_the_probes(
     start_server: StartServer, tiny_model_dir: Path
 ) -> None:
