@@ -5,7 +5,7 @@ VENV ?= $(MODELPLANE_CACHE)/venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools cluster cluster-down cluster-status operator demo chart-sync bundle bench-venv bench-runtime bench-operator lint test test-unit test-cluster kind clean
+.PHONY: help venv tools cluster cluster-down cluster-status operator demo chart-sync bundle reliability bench-precision bench-venv bench-runtime bench-operator lint test test-unit test-cluster kind clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -55,6 +55,13 @@ test-unit: venv ## fast tests, no cluster
 
 test: venv tools lint ## every test: lint, unit, cluster (gpu and kind skip where absent)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+reliability: venv tools ## the reliability suites in soak mode: writes docs/reliability.md
+	MODELPLANE_SOAK=1 MODELPLANE_RELIABILITY_REPORT=$(CURDIR)/docs/reliability.md \
+	  $(PY) -m pytest -m "reliability or found" $(PYTEST_ARGS)
+
+bench-precision: venv ## precision benchmark (float16/bfloat16 on CUDA, int8): docs/benchmarks/precision.*
+	$(PY) benchmarks/runtime/precision.py
 
 bench-venv: ## a separate environment for the runtime benchmark's peers (kserve, torchserve)
 	python3 -m venv $(MODELPLANE_CACHE)/bench-venv

@@ -151,8 +151,12 @@ def reconcile(
             wrote = _act_on_revisions(
                 kube, md, config, the_plan, revisions, deployments, desired_hash
             )
-        if not any(c.startswith("Service") for c in conflicts) and needs_apply(
-            service, desired_service
+        # A Service only beside a Deployment (a plan error may have made none).
+        has_deployment = bool(deployments) or wrote
+        if (
+            has_deployment
+            and not any(c.startswith("Service") for c in conflicts)
+            and needs_apply(service, desired_service)
         ):
             kube.apply(desired_service)
             wrote = True

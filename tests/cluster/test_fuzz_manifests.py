@@ -263,7 +263,11 @@ def test_generated_manifests_are_refused_readably_or_reported(
     services = cluster.get_json("services", "-n", namespace)["items"]
     with_deployment = {d["metadata"]["labels"]["modelplane.io/deployment"] for d in deployments}
     with_service = {s["metadata"]["name"] for s in services}
-    assert with_deployment == with_service, with_deployment ^ with_service
+    half_made = {
+        name: (objects[name]["spec"], condition(objects[name], "Ready"))
+        for name in with_deployment ^ with_service
+    }
+    assert not half_made, json.dumps(half_made, indent=1, ensure_ascii=False)[:4000]
 
     # Bounded writes per object.
     writes: collections.Counter[str] = collections.Counter()
@@ -346,3 +350,20 @@ def test_a_child_the_api_server_refuses_is_reported_and_nothing_is_half_made(
     )  # fmt: skip
     wait_condition(cluster, "refused", namespace, "Ready", reason="AllReplicasReady")
     assert get(cluster, "service", "refused", namespace) is not None
+
+
+@pytest.mark.found(
+    "A new ModelDeployment asking for rollbackTo a revision that never existed got its "
+    "Service but no Deployment"
+)
+def test_rollback_to_an_unknown_revision_on_a_new_object_makes_no_service(
+    cluster: Cluster, namespace: str, operator: Any
+) -> None:
+    cluster.apply(model_deployment("nowhere", rollout={"rollbackTo": 4}), namespace)
+    md = wait_condition(
+        cluster, "nowhere", namespace, "Ready", status="False", reason="RevisionNotFound"
+    )
+    assert "rollbackTo 4" in condition(md, "Ready")["message"]
+    time.sleep(2)  # nothing else is coming
+    assert get(cluster, "service", "nowhere", namespace) is None
+    assert cluster.get_json("deployments", "-n", namespace)["items"] == []
