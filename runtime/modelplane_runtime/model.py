@@ -80,6 +80,12 @@ class LoadedModel:
         cls, metadata_path: Path, device: str = "cpu", precision: str = "float32"
     ) -> LoadedModel:
         """Read metadata, check it against this torch, load the program onto the device."""
+        if precision == "int8":
+            raise ModelLoadError(
+                "MODELPLANE_PRECISION=int8 is not a load-time option: a torch.export program "
+                "cannot be re-quantized when it is loaded. Quantize before export (PT2E "
+                "quantization) and package the quantized program; it is served as it is"
+            )
         if precision not in PRECISIONS:
             raise ModelLoadError(
                 f"MODELPLANE_PRECISION must be one of {', '.join(PRECISIONS)}, got {precision!r}"
