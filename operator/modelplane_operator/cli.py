@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import logging
 import os
 import sys
@@ -13,7 +11,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from . import handlers
+from . import handlers, memory
 from .config import DEFAULT_RUNTIME_IMAGE, OperatorConfig
 
 
@@ -55,15 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _limit_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives each thread its own malloc arena; with kopf's worker threads and the
-    API client's pools that multiplies resident memory for no gain here."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
-        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8: M_ARENA_MAX
-
-
 def main(argv: list[str] | None = None) -> int:
-    _limit_malloc_arenas()
+    memory.limit_malloc_arenas()
     args = build_parser().parse_args(argv)
     handlers.configure(
         OperatorConfig(

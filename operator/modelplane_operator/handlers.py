@@ -10,6 +10,7 @@ object are serialised. A slow resync loop covers changes no watch announces.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
+from . import memory
 from .config import OperatorConfig
 from .kube import Kube, TransientApiError, api_message
 from .manifests import DEPLOYMENT_LABEL, MANAGED_BY
@@ -36,6 +38,7 @@ class _State:
     kube: ClassVar[Kube | None] = None
     resync_seconds: ClassVar[float] = 120.0
     peering_lifetime: ClassVar[int] = 15
+    reconciles: ClassVar[int] = 0  # finished, for the idle-time heap trim
     index: ClassVar[kopf.Index[Any, Any] | None] = None
     guard: ClassVar[threading.Lock] = threading.Lock()
     running: ClassVar[set[Key]] = set()  # keys being reconciled now
@@ -107,6 +110,7 @@ def _run(key: Key, fallback: Mapping[str, Any] | None, logger: Any) -> None:
 
 
 def _reconcile_once(key: Key, fallback: Mapping[str, Any] | None, logger: Any) -> None:
+    _State.reconciles += 1
     kube = _State.kube
     assert kube is not None, "startup handler has not run"
     with RECONCILE_SECONDS.time():
@@ -231,3 +235,5 @@ def _resync_forever(logger: Any) -> None:
 @kopf.on.startup()
 def _start_resync(logger: Any, **_: Any) -> None:
     threading.Thread(target=_resync_forever, args=(logger,), name="resync", daemon=True).start()
+    if os.environ.get("MODELPLANE_MALLOC_TRIM", "1") != "0":
+        memory.trim_when_idle(lambda: not _State.running, lambda: _State.reconciles)

@@ -222,7 +222,7 @@ def _retry(call: Callable[[], T], attempts: int = 3) -> T:
             API_REQUESTS.inc()
             return call()
         except ApiException as exc:
-            if exc.status not in RETRYABLE:
+            if exc.status not in RETRYABLE or refused(exc):
                 raise
             if attempt == attempts - 1:
                 raise TransientApiError(f"API server answered {exc.status}: {exc.reason}") from exc
@@ -239,3 +239,14 @@ def api_message(exc: ApiException) -> str:
         return str(json.loads(exc.body or "{}").get("message") or exc.reason)
     except ValueError:
         return str(exc.reason)
+
+
+def refused(exc: ApiException) -> bool:
+    """The API server refused the request's content: retrying the same body cannot help.
+
+    Server-side apply answers 500, not 422, when it cannot type the body against the
+    object's schema (an undeclared field, duplicate keys in a keyed list).
+    """
+    if exc.status in (400, 422):
+        return True
+    return exc.status == 500 and "failed to create typed patch object" in (exc.body or "")

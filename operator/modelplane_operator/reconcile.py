@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from .compare import contains
 from .config import OperatorConfig
 from .gpu import free_slots
-from .kube import Kube, api_message
+from .kube import Kube, api_message, refused
 from .manifests import (
     build_deployment,
     build_pod_template,
@@ -161,7 +161,7 @@ def reconcile(
             kube.apply(desired_service)
             wrote = True
     except ApiException as exc:
-        if exc.status not in (400, 422):
+        if not refused(exc):
             raise
         # Admission let through what the API server refuses in a child (an empty
         # nodeSelectorTerms, say): the user must change the spec, so say what to change.

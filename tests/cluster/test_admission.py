@@ -107,6 +107,12 @@ CASES = [
         ),
         "value or valueFrom, not both",
     ),
+    # Found by the manifest fuzz: the API server answered 500 to every apply of such a pod.
+    (
+        "duplicate image pull secret",
+        variant("spec.pod", {"imagePullSecrets": [{"name": "reg"}, {"name": "reg"}]}),
+        "spec.pod.imagePullSecrets[1]: Duplicate value",
+    ),
 ]
 
 

@@ -367,3 +367,18 @@ def test_rollback_to_an_unknown_revision_on_a_new_object_makes_no_service(
     time.sleep(2)  # nothing else is coming
     assert get(cluster, "service", "nowhere", namespace) is None
     assert cluster.get_json("deployments", "-n", namespace)["items"] == []
+
+
+@pytest.mark.found(
+    "A pod field the API server's apply machinery cannot type (an unknown key under "
+    "pod.affinity, duplicate imagePullSecrets) got a 500 on every apply; the operator took "
+    "it for an outage, retried silently for ever and never reported the object"
+)
+def test_a_child_the_api_server_cannot_apply_is_reported(
+    cluster: Cluster, namespace: str, operator: Any
+) -> None:
+    cluster.apply(model_deployment("untyped", pod={"affinity": {"nodeAfinity": {}}}), namespace)
+    md = wait_condition(cluster, "untyped", namespace, "Stalled", reason="InvalidSpec")
+    message = condition(md, "Ready")["message"]
+    assert "nodeAfinity" in message and "not declared in schema" in message, message
+    assert get(cluster, "service", "untyped", namespace) is None

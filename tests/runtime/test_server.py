@@ -129,6 +129,7 @@ GOOD_X = {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]
 GOOD_Y = {"name": "y", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}
 
 
+@pytest.mark.reliability("Bad input to the runtime")
 @pytest.mark.parametrize(
     ("body", "pattern"),
     [
@@ -171,6 +172,7 @@ def test_bad_input_is_400_with_error(
     assert re.search(pattern, response.json()["error"])
 
 
+@pytest.mark.reliability("Bad input to the runtime")
 @pytest.mark.parametrize(
     ("header", "pattern"), [("abc", "integer"), ("999999", "exceeds"), ("5", "malformed")]
 )
@@ -184,6 +186,7 @@ def test_bad_binary_header_is_400(addmul_server: RuntimeServer, header: str, pat
     assert re.search(pattern, response.json()["error"])
 
 
+@pytest.mark.reliability("Bad input to the runtime")
 def test_binary_size_mismatch_is_400(addmul_server: RuntimeServer) -> None:
     x = {"name": "x", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": 12}}
     header = json.dumps({"inputs": [x, GOOD_Y]}).encode()
@@ -196,6 +199,7 @@ def test_binary_size_mismatch_is_400(addmul_server: RuntimeServer) -> None:
     assert "do not hold shape" in response.json()["error"]
 
 
+@pytest.mark.reliability("Bad input to the runtime")
 def test_body_too_large_is_400(tiny_server: RuntimeServer) -> None:
     response = httpx.post(f"{tiny_server.url}/v2/models/tiny/infer", content=b" " * 1_000_001)
     assert response.status_code == 400
