@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=15,
         help="seconds after its last keep-alive that a silent replica is presumed dead",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(env("MODELPLANE_WORKERS", "8")),
+        help="threads reconciling ModelDeployments (each object is handled by one at a time)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         resync_seconds=args.resync_seconds,
         peering_lifetime=args.peering_lifetime,
+        workers=max(1, args.workers),
     )
     kopf.configure(
         verbose=args.verbose,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from runtimekit import EXAMPLES, AddMul, RuntimeServer
+from runtimekit import EXAMPLES, AddMul, RuntimeServer, SlowTinyMLP
 
 from modelplane_runtime.package import load_factory, package_model
 
@@ -24,6 +24,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny")
     module = load_factory(f"{EXAMPLES}:tiny_mlp")()
     package_model(module, {"x": torch.randn(2, 16)}, out, name="tiny", max_batch_size=64)
+    return out
+
+
+@pytest.fixture(scope="session")
+def slow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny MLP's results from a forward pass of tens of milliseconds (max batch 64)."""
+    out = tmp_path_factory.mktemp("slow")
+    module = SlowTinyMLP(load_factory(f"{EXAMPLES}:tiny_mlp")())
+    package_model(module, {"x": torch.randn(2, 16)}, out, name="slow", max_batch_size=64)
     return out
 
 

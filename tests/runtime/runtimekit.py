@@ -26,6 +26,29 @@ class AddMul(torch.nn.Module):
         return x + y, x * y
 
 
+class SlowTinyMLP(torch.nn.Module):
+    """The tiny MLP's exact results, from a forward pass of tens of milliseconds.
+
+    Requests that arrive while one pass runs must queue, so a test of batching does not
+    depend on how closely a loaded machine delivers concurrent requests. The slow branch
+    is multiplied by zero: outputs stay those of the small, row-distinct MLP.
+    """
+
+    def __init__(self, tiny: torch.nn.Module, width: int = 2048, depth: int = 8) -> None:
+        super().__init__()
+        self.tiny = tiny
+        self.widen = torch.nn.Linear(16, width)
+        self.heavy = torch.nn.Linear(width, width)
+        self.depth = depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = torch.tanh(self.widen(x))
+        for _ in range(self.depth):
+            hidden = torch.tanh(self.heavy(hidden))
+        out: torch.Tensor = self.tiny(x) + 0.0 * hidden.sum(dim=1, keepdim=True)
+        return out
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

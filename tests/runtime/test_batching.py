@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 import torch
 import tritonclient.http as triton
 from prometheus_client.parser import text_string_to_metric_families
@@ -39,36 +41,56 @@ def _client(server: RuntimeServer) -> triton.InferenceServerClient:
     return triton.InferenceServerClient(server.url.removeprefix("http://"))
 
 
-def _infer(client: triton.InferenceServerClient, x: np.ndarray) -> np.ndarray:
+@pytest.fixture(scope="module")
+def slow_server(
+    tmp_path_factory: pytest.TempPathFactory, slow_model_dir: Path
+) -> Iterator[RuntimeServer]:
+    """Dynamic batching (max 8 rows, 50 ms queue delay) in front of a slow forward pass."""
+    env = {
+        "MODELPLANE_MODEL_NAME": "slow",
+        "MODELPLANE_BATCHING": "true",
+        "MODELPLANE_MAX_BATCH_SIZE": "8",
+        "MODELPLANE_MAX_QUEUE_DELAY_MS": "50",
+    }
+    server = RuntimeServer(slow_model_dir, tmp_path_factory.mktemp("log") / "slow.log", env)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def _infer(client: triton.InferenceServerClient, x: np.ndarray, model: str = "tiny") -> np.ndarray:
     tensor = triton.InferInput("x", list(x.shape), "FP32")
     tensor.set_data_from_numpy(x, binary_data=True)
-    result = client.infer("tiny", [tensor])
+    result = client.infer(model, [tensor])
     out = result.as_numpy("output0")
     assert out is not None
     return out
 
 
 def test_concurrent_requests_are_batched_and_split_exactly(
-    tiny_server: RuntimeServer, tiny_model_dir: Path
+    slow_server: RuntimeServer, slow_model_dir: Path
 ) -> None:
     rng = np.random.default_rng(7)
     # Distinct row counts and values: a mis-split would hand a request someone else's rows.
     requests = [rng.standard_normal((1 + i % 3, 16), dtype=np.float32) * (i + 1) for i in range(24)]
-    # Clients are built first and released together: on a loaded two-core machine, building
-    # them inside the workers spread the requests further apart than the 50 ms queue delay.
-    clients = [_client(tiny_server) for _ in requests]
+    # An idle batcher runs a request at once, so merging needs requests that arrive while
+    # a pass runs: the slow model's passes take tens of milliseconds. Clients are built
+    # first and released together so that they are not spread further apart than that.
+    clients = [_client(slow_server) for _ in requests]
     start = threading.Barrier(len(requests))
 
     def infer_together(client: triton.InferenceServerClient, x: np.ndarray) -> np.ndarray:
         start.wait(timeout=30)
-        return _infer(client, x)
+        return _infer(client, x, "slow")
 
-    before = scrape(tiny_server)
+    before = scrape(slow_server)
     with ThreadPoolExecutor(max_workers=len(requests)) as pool:
         results = list(pool.map(infer_together, clients, requests))
-    after = scrape(tiny_server)
+    after = scrape(slow_server)
 
-    module = torch.export.load(str(tiny_model_dir / "model.pt2")).module()
+    module = torch.export.load(str(slow_model_dir / "model.pt2")).module()
     with torch.inference_mode():
         for x, got in zip(requests, results, strict=True):
             unbatched = module(torch.from_numpy(x)).numpy()
