@@ -48,6 +48,29 @@ class _State:
     seen: ClassVar[dict[str, str]] = {}  # uid -> resourceVersion last handled
     # The status this operator last wrote, per object: watch events may lag behind it.
     written: ClassVar[dict[Key, tuple[str, Mapping[str, Any]]]] = {}
+    # True while kopf's peering has paused this replica in favour of another one.
+    paused: ClassVar[bool] = False
+
+
+class _PeeringPause(logging.Filter):
+    """Follows kopf's peering decisions, which it announces only in its log.
+
+    kopf stops a paused replica's watches, but not the work queue's timers and resync:
+    without this, a standby would reconcile from the copies it held when it paused
+    and undo what the active replica does.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith(("Pausing operations", "Pausing all operators")):
+            _State.paused = True
+            _State.written.clear()  # the active replica writes status meanwhile
+        elif message.startswith("Resuming operations"):
+            _State.paused = False
+        return True
+
+
+logging.getLogger("kopf._core.engines.peering").addFilter(_PeeringPause())
 
 
 def configure(
@@ -114,6 +137,8 @@ def _reconcile_key(key: Key) -> None:
 def _reconcile_once(key: Key, logger: logging.LoggerAdapter[logging.Logger]) -> None:
     kube = _State.kube
     assert kube is not None, "startup handler has not run"
+    if _State.paused:
+        return  # kopf re-lists everything on resuming, and the resync covers the rest
     body = _latest(key)
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
         return

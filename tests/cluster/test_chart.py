@@ -526,7 +526,9 @@ def test_two_peered_replicas_one_acts_and_the_other_takes_over(
         )  # fmt: skip
         installed = True
         dep = operator_deployment(cluster, namespace, release)
-        low = chart_operator(cluster, tmp_path / "low", dep, ("--priority=1",))
+        # The standby's resync runs every 2 s: a paused replica must not reconcile from
+        # the copies it held when it paused.
+        low = chart_operator(cluster, tmp_path / "low", dep, ("--priority=1", "--resync-seconds=2"))
         high = chart_operator(cluster, tmp_path / "high", dep, ("--priority=2",))
         procs = [low, high]
 
@@ -536,6 +538,8 @@ def test_two_peered_replicas_one_acts_and_the_other_takes_over(
         operator.stop()
         low.start()
         wait_for(lambda: logged(low, "Resuming operations"), "the lone replica to act")
+        cluster.apply(model_deployment("early"), models)
+        wait_condition(cluster, "early", models, "Ready", reason="AllReplicasReady")
         high.start()
         wait_for(
             lambda: logged(low, "Pausing operations in favour of"),
@@ -549,6 +553,31 @@ def test_two_peered_replicas_one_acts_and_the_other_takes_over(
         assert sorted(p["priority"] for p in peers.values()) == [1, 2]
         assert low.log_tail(100_000).count("Handler '") == handled, "the standby acted"
         assert high.log_tail(100_000).count("Handler 'on_modeldeployment' succeeded") >= 1
+
+        # An upgrade of an object the standby knew before it paused: the active replica
+        # rolls it out, and nothing undoes it afterwards.
+        def early() -> dict[str, Any]:
+            md: dict[str, Any] = cluster.get_json("modeldeployment", "early", "-n", models)
+            return md
+
+        cluster.apply(model_deployment("early", version="2.0.0"), models)
+        wait_for(
+            lambda: early().get("status", {}).get("currentVersion") == "2.0.0",
+            "the upgrade to roll out",
+            timeout=60,
+        )
+        wait_condition(cluster, "early", models, "Ready", reason="AllReplicasReady")
+
+        def children() -> dict[str, Any]:
+            deps = cluster.get_json("deployments", "-n", models)["items"]
+            return {
+                "status": early()["status"],
+                **{d["metadata"]["name"]: d["metadata"]["generation"] for d in deps},
+            }
+
+        settled = children()
+        time.sleep(6)  # three of the standby's resync periods
+        assert children() == settled, "something changed the rolled-out object afterwards"
 
         # The active replica dies without a goodbye: the standby takes over once the
         # peering lifetime (15 s) has passed since its last keep-alive.
