@@ -59,6 +59,15 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
         server.stop()
 
 
+def _batching(name: str) -> dict[str, str]:
+    return {
+        "MODELPLANE_MODEL_NAME": name,
+        "MODELPLANE_BATCHING": "true",
+        "MODELPLANE_MAX_BATCH_SIZE": "8",
+        "MODELPLANE_MAX_QUEUE_DELAY_MS": "50",
+    }
+
+
 def _session_server(
     factory: pytest.TempPathFactory, model_dir: Path, env: dict[str, str]
 ) -> Iterator[RuntimeServer]:
@@ -76,14 +85,19 @@ def tiny_server(
 ) -> Iterator[RuntimeServer]:
     """The tiny MLP with dynamic batching (max 8 rows, 50 ms queue delay)."""
     env = {
-        "MODELPLANE_MODEL_NAME": "tiny",
+        **_batching("tiny"),
         "MODELPLANE_MODEL_VERSION": "1",
-        "MODELPLANE_BATCHING": "true",
-        "MODELPLANE_MAX_BATCH_SIZE": "8",
-        "MODELPLANE_MAX_QUEUE_DELAY_MS": "50",
         "MODELPLANE_MAX_REQUEST_BYTES": "1000000",
     }
     yield from _session_server(tmp_path_factory, tiny_model_dir, env)
+
+
+@pytest.fixture(scope="session")
+def slow_server(
+    tmp_path_factory: pytest.TempPathFactory, slow_model_dir: Path
+) -> Iterator[RuntimeServer]:
+    """Dynamic batching (max 8 rows, 50 ms queue delay) in front of a slow forward pass."""
+    yield from _session_server(tmp_path_factory, slow_model_dir, _batching("slow"))
 
 
 @pytest.fixture(scope="session")

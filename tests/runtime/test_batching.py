@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 import torch
 import tritonclient.http as triton
 from prometheus_client.parser import text_string_to_metric_families
@@ -39,25 +37,6 @@ def value(
 
 def _client(server: RuntimeServer) -> triton.InferenceServerClient:
     return triton.InferenceServerClient(server.url.removeprefix("http://"))
-
-
-@pytest.fixture(scope="module")
-def slow_server(
-    tmp_path_factory: pytest.TempPathFactory, slow_model_dir: Path
-) -> Iterator[RuntimeServer]:
-    """Dynamic batching (max 8 rows, 50 ms queue delay) in front of a slow forward pass."""
-    env = {
-        "MODELPLANE_MODEL_NAME": "slow",
-        "MODELPLANE_BATCHING": "true",
-        "MODELPLANE_MAX_BATCH_SIZE": "8",
-        "MODELPLANE_MAX_QUEUE_DELAY_MS": "50",
-    }
-    server = RuntimeServer(slow_model_dir, tmp_path_factory.mktemp("log") / "slow.log", env)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
 
 
 def _infer(client: triton.InferenceServerClient, x: np.ndarray, model: str = "tiny") -> np.ndarray:
