@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command (`make demo`): on a fresh machine, sets everything up,
-# starts the local cluster (simulated CPU and GPU nodes), runs the operator and
+# starts the local cluster (simulated CPU and GPU nodes), installs the Helm chart,
+# runs the operator with the chart's ServiceAccount and
 # serves a ModelDeployment, then upgrades it and shows what a GPU shortage looks like.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,9 +24,17 @@ kubectl version
 step "Nodes: CPU nodes and GPU nodes with nvidia.com/gpu capacity, product label and taint"
 kubectl get nodes -o custom-columns='NAME:.metadata.name,GPUS:.status.allocatable.nvidia\.com/gpu,PRODUCT:.metadata.labels.nvidia\.com/gpu\.product,TAINT:.spec.taints[*].key'
 
-step "The operator (out of cluster, as its own least-privilege ServiceAccount)"
+step "Helm chart: the operator's ServiceAccount, least-privilege RBAC, Deployment and metrics Service"
+helm() { "$MODELPLANE_CACHE/bin/helm" --kubeconfig "$kubeconfig" "$@"; }
+# The CRD comes from crds/ (the cluster may hold it from earlier runs, outside Helm).
+helm upgrade --install demo charts/modelplane -n modelplane-demo --create-namespace \
+  --set crds.enabled=false --wait --timeout=120s
+kubectl -n modelplane-demo get deploy,sa,svc -l app.kubernetes.io/instance=demo
+
+step "The operator: its pod above is simulated, so the same operator runs here with the chart's ServiceAccount token"
 oplog="$MODELPLANE_CACHE/clusters/modelplane/operator.log"
-"$py" hack/run-operator.py --metrics-port=0 --health-port=18181 >"$oplog" 2>&1 &
+MODELPLANE_OPERATOR_SA=modelplane-demo/demo-modelplane-operator \
+  "$py" hack/run-operator.py --metrics-port=0 --health-port=18181 >"$oplog" 2>&1 &
 operator_pid=$!
 trap 'kill $operator_pid 2>/dev/null || true' EXIT
 for _ in $(seq 60); do curl -fs http://127.0.0.1:18181/healthz >/dev/null && break; sleep 0.5; done

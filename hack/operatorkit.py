@@ -44,11 +44,23 @@ def install_crds(cluster: Cluster) -> None:
     )
 
 
-def token_kubeconfig(cluster: Cluster, path: Path, duration: str = "24h") -> Path:
-    """A kubeconfig that authenticates as the operator's ServiceAccount."""
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "deploy" / "rbac.yaml"))
+def token_kubeconfig(
+    cluster: Cluster,
+    path: Path,
+    duration: str = "24h",
+    service_account: tuple[str, str] | None = None,
+) -> Path:
+    """A kubeconfig that authenticates as the operator's ServiceAccount.
+
+    Without ``service_account`` (namespace, name) that is the one in deploy/rbac.yaml,
+    applied first; with it, an existing one (for instance a Helm release's).
+    """
+    if service_account is None:
+        cluster.kubectl("apply", "--server-side", "-f", str(REPO / "deploy" / "rbac.yaml"))
+        service_account = (NAMESPACE, SERVICE_ACCOUNT)
+    namespace, name = service_account
     token = cluster.kubectl(
-        "create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, f"--duration={duration}"
+        "create", "token", name, "-n", namespace, f"--duration={duration}"
     ).stdout.strip()
     admin = yaml.safe_load(cluster.kubeconfig.read_text())
     context_name = admin["current-context"]
@@ -58,11 +70,11 @@ def token_kubeconfig(cluster: Cluster, path: Path, duration: str = "24h") -> Pat
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [cluster_entry],
-        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
+        "users": [{"name": name, "user": {"token": token}}],
         "contexts": [
             {
                 "name": "operator",
-                "context": {"cluster": context["cluster"], "user": SERVICE_ACCOUNT},
+                "context": {"cluster": context["cluster"], "user": name},
             }
         ],
         "current-context": "operator",

@@ -3,7 +3,9 @@
 
 Installs the CRD and deploy/rbac.yaml, mints a token for the operator's
 ServiceAccount and runs `modelplane-operator --all-namespaces` with it, so the
-operator has exactly its in-cluster permissions. Extra arguments go to the operator.
+operator has exactly its in-cluster permissions. With MODELPLANE_OPERATOR_SA set to
+"namespace/name" it uses that ServiceAccount instead (a Helm release's) and applies
+nothing. Extra arguments go to the operator.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ def main() -> int:
         return 1
     cluster = Cluster.for_local(local)
     install_crds(cluster)
-    kubeconfig = token_kubeconfig(cluster, local.dir / "operator.kubeconfig")
+    service_account = None
+    if chosen := os.environ.get("MODELPLANE_OPERATOR_SA"):
+        namespace, _, name = chosen.partition("/")
+        service_account = (namespace, name)
+    kubeconfig = token_kubeconfig(
+        cluster, local.dir / "operator.kubeconfig", service_account=service_account
+    )
     os.environ["KUBECONFIG"] = str(kubeconfig)
     os.environ["PYTHONPATH"] = python_path()
     args = [sys.executable, "-m", "modelplane_operator", "--all-namespaces", "--log-format=plain"]
