@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import logging
 import threading
 import time
 from collections.abc import Callable
 
-log = logging.getLogger(__name__)
 M_ARENA_MAX = -8
 
 

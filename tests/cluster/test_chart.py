@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from mdkit import condition, get, model_deployment, wait_condition
 
 from clusterkit import Cluster, wait_for
@@ -122,25 +121,6 @@ def wait_operator_ready(cluster: Cluster, namespace: str, release: str, replicas
     assert refused == []
 
 
-def token_kubeconfig(cluster: Cluster, sa: str, namespace: str, path: Path) -> Path:
-    """A kubeconfig authenticating with a TokenRequest token of ``namespace/sa``."""
-    token = cluster.kubectl("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
-    entry = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [entry],
-        "users": [{"name": sa, "user": {"token": token}}],
-        "contexts": [{"name": sa, "context": {"cluster": entry["name"], "user": sa}}],
-        "current-context": sa,
-    }
-    path.write_text(json.dumps(config))
-    path.chmod(0o600)
-    return path
-
-
 def can_i(cluster: Cluster, user: str, *args: str) -> bool:
     proc = cluster.kubectl("auth", "can-i", *args, f"--as={user}", check=False)
     answer = proc.stdout.strip()
@@ -152,12 +132,15 @@ def chart_operator(
     cluster: Cluster, workdir: Path, dep: dict[str, Any], extra: tuple[str, ...] = ()
 ) -> Any:
     """The operator with the chart's ServiceAccount token and flags (not started)."""
-    from operatorkit import OperatorProcess
+    from operatorkit import OperatorProcess, token_kubeconfig
 
     sa = dep["spec"]["template"]["spec"]["serviceAccountName"]
     workdir.mkdir(parents=True, exist_ok=True)
     kubeconfig = token_kubeconfig(
-        cluster, sa, dep["metadata"]["namespace"], workdir / "chart.kubeconfig"
+        cluster,
+        workdir / "chart.kubeconfig",
+        duration="1h",
+        service_account=(dep["metadata"]["namespace"], sa),
     )
     proc = OperatorProcess(cluster, workdir, extra_args=(*scope_and_peering_args(dep), *extra))
     proc.kubeconfig = kubeconfig
