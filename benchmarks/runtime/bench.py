@@ -193,24 +193,29 @@ def run_model(name: str, model_dir: Path, work: Path, args: Any) -> dict[str, An
         "MODELPLANE_MAX_QUEUE_DELAY_MS": str(QUEUE_DELAY_MS),
     }
     store = work / f"{name}-store"
-    store.mkdir(exist_ok=True)
-    subprocess.run(
-        [
-            str(Path(python).with_name("torch-model-archiver")),
-            "--model-name",
-            name,
-            "--version",
-            "1.0",
-            "--handler",
-            str(HERE / "torchserve_handler.py"),
-            "--extra-files",
-            str(model_dir / "model.pt2"),
-            "--export-path",
-            str(store),
-            "--force",
-        ],
-        check=True,
-    )
+
+    def archive() -> None:
+        # Only TorchServe needs a model archive (and the bench venv's archiver).
+        if store.exists():
+            return
+        store.mkdir()
+        subprocess.run(
+            [
+                str(Path(python).with_name("torch-model-archiver")),
+                "--model-name",
+                name,
+                "--version",
+                "1.0",
+                "--handler",
+                str(HERE / "torchserve_handler.py"),
+                "--extra-files",
+                str(model_dir / "model.pt2"),
+                "--export-path",
+                str(store),
+                "--force",
+            ],
+            check=True,
+        )
 
     def echo(port: int) -> tuple[list[str], dict[str, str], Callable[[], bool], Path]:
         cmd = [
@@ -251,6 +256,7 @@ def run_model(name: str, model_dir: Path, work: Path, args: Any) -> dict[str, An
 
     def torchserve(batching: bool) -> Callable[[int], Any]:
         def make(port: int) -> tuple[list[str], dict[str, str], Callable[[], bool], Path]:
+            archive()
             home = work / f"ts-{name}-{int(batching)}"
             home.mkdir(exist_ok=True)
             batch = MAX_BATCH if batching else 1

@@ -1,11 +1,17 @@
 """Dynamic batching: concurrent requests are merged into one forward call and split back.
 
-One compute thread runs forward passes. While it is busy, new requests queue up; the next
-batch takes every queued request that fits (up to the max batch size). It waits for more
-only while requests that had arrived when it started are still being received and
-decoded, and never past the moment its oldest request has been queued for the max queue
-delay: waiting for requests that have not arrived yet would only add latency. An idle
-batcher with nothing queued or arriving runs a request at once.
+How long to wait for a batch to fill is the whole policy. Clients of a model server send
+their next request when the previous one is answered, so the number of requests they keep
+in flight (their concurrency) is the batch they can form together. The batcher remembers
+the peak number of requests in flight over the last second and waits until that many
+compatible requests are queued (or the max batch size is reached), never past the moment
+its oldest request has been queued for the max queue delay. One client alone, or an idle
+server, gets its request run at once; sixteen closed-loop clients get batches of sixteen
+instead of ever-smaller batches that chase requests still on their way. Overestimates
+(a burst that ended) cost at most the max queue delay, for at most the window.
+
+Forward passes that take less CPU time than a thread hand-off run on the event loop; the
+others run one at a time on a dedicated thread so the loop keeps answering probes.
 """
 
 from __future__ import annotations
@@ -22,11 +28,11 @@ import numpy as np
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 PredictFn = Callable[[Arrays], Arrays]
-# How often a waiting batch re-checks whether requests are still being received.
-POLL_S = 0.002
 # Forward passes cheaper than this (moving average of CPU seconds) run inline on the loop.
 INLINE_BELOW_S = 0.0003
 EMA_WEIGHT = 0.1
+# How long a burst of concurrency is remembered as the size worth waiting for.
+PEAK_WINDOW_S = 1.0
 
 
 @dataclasses.dataclass
@@ -52,8 +58,43 @@ def _signature(inputs: Arrays) -> tuple[Any, ...]:
     return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(inputs.items()))
 
 
+class InFlight:
+    """Requests in flight now, and the peak over the last one to two windows."""
+
+    def __init__(
+        self, window_s: float = PEAK_WINDOW_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.count = 0
+        self._window_s = window_s
+        self._clock = clock
+        self._window_start = clock()
+        self._current_peak = 0
+        self._previous_peak = 0
+
+    def _rotate(self) -> None:
+        now = self._clock()
+        elapsed = now - self._window_start
+        if elapsed >= self._window_s:
+            # A window with no traffic at all in between forgets the older one too.
+            self._previous_peak = self._current_peak if elapsed < 2 * self._window_s else 0
+            self._current_peak = self.count
+            self._window_start = now
+
+    def enter(self) -> None:
+        self.count += 1
+        self._rotate()
+        self._current_peak = max(self._current_peak, self.count)
+
+    def leave(self) -> None:
+        self.count -= 1
+
+    def peak(self) -> int:
+        self._rotate()
+        return max(self.count, self._current_peak, self._previous_peak)
+
+
 class Executor:
-    """Runs forward passes one at a time on a dedicated thread, without batching."""
+    """Runs forward passes one at a time, without batching."""
 
     def __init__(self, predict: PredictFn, typical_compute_s: float = 1.0) -> None:
         self._predict = predict
@@ -63,22 +104,16 @@ class Executor:
         self.inline_allowed = True
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelplane-compute")
         self.on_batch: Callable[[int, float], None] = lambda rows, seconds: None
-        self._next_ticket = 0
-        self._receiving: set[int] = set()
+        self.in_flight = InFlight()
 
     @contextlib.contextmanager
     def admit(self) -> Iterator[None]:
-        """Mark a request as being received and decoded (it may join the next batch)."""
-        ticket = self._next_ticket
-        self._next_ticket += 1
-        self._receiving.add(ticket)
+        """Count a request as in flight from its arrival until its response is ready."""
+        self.in_flight.enter()
         try:
             yield
         finally:
-            self._receiving.discard(ticket)
-
-    def _receiving_before(self, horizon: int) -> bool:
-        return any(ticket < horizon for ticket in self._receiving)
+            self.in_flight.leave()
 
     def _timed(self, inputs: Arrays) -> tuple[Arrays, float]:
         start, cpu_start = time.perf_counter(), time.thread_time()
@@ -127,8 +162,8 @@ class DynamicBatcher(Executor):
             raise ValueError("max_batch_size must be at least 1")
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._held: list[_Pending] = []
+        self._pending: list[_Pending] = []
+        self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._busy = False
 
@@ -140,6 +175,10 @@ class DynamicBatcher(Executor):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for item in self._pending:
+            if not item.future.done():
+                item.future.set_exception(RuntimeError("the batcher stopped"))
+        self._pending.clear()
         await super().stop()
 
     async def run(self, inputs: Arrays, rows: int) -> tuple[Arrays, BatchStats]:
@@ -147,64 +186,74 @@ class DynamicBatcher(Executor):
         if self._task is None:
             raise RuntimeError("the batcher is not started")
         if self._idle():
-            # Let requests already readable on other connections start first; if none
-            # did, there is nothing to merge with: skip the queue's hand-offs.
+            # Requests read in the same pass of the event loop have not been admitted
+            # yet: let them catch up (one loop pass) before deciding to run alone.
             await asyncio.sleep(0)
         if self._idle():
+            # Nobody to merge with: run it now, without the queue's hand-offs.
             self._busy = True
             try:
                 out, compute_s = await self._compute(inputs)
             finally:
                 self._busy = False
+                self._wake()
             self.on_batch(rows, compute_s)
             return out, BatchStats(0.0, compute_s, rows)
-        future: asyncio.Future[tuple[Arrays, BatchStats]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        item = _Pending(inputs, rows, _signature(inputs), time.perf_counter(), future)
-        await self._queue.put(item)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[Arrays, BatchStats]] = loop.create_future()
+        self._pending.append(_Pending(inputs, rows, _signature(inputs), loop.time(), future))
+        self._wake()
         return await future
 
     def _idle(self) -> bool:
-        return not self._busy and not self._held and self._queue.empty() and not self._receiving
+        return not self._busy and not self._pending and self.in_flight.peak() <= 1
 
-    async def _next(self, deadline: float | None, horizon: int = 0) -> _Pending | None:
-        if self._held:
-            return self._held.pop(0)
-        if deadline is None:
-            return await self._queue.get()
-        while True:
-            if not self._queue.empty():
-                return self._queue.get_nowait()
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0 or not self._receiving_before(horizon):
-                return None
-            try:
-                return await asyncio.wait_for(self._queue.get(), min(remaining, POLL_S))
-            except TimeoutError:
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def _sleep(self, deadline: float | None) -> None:
+        """Until something is queued or finishes, or the deadline (loop time) passes."""
+        loop = asyncio.get_running_loop()
+        self._wakeup = loop.create_future()
+        timer = None if deadline is None else loop.call_at(deadline, self._wake)
+        try:
+            await self._wakeup
+        finally:
+            self._wakeup = None
+            if timer is not None:
+                timer.cancel()
+
+    def _plan(self) -> tuple[list[_Pending], int, bool]:
+        """The next batch in arrival order (the oldest request's signature), its rows, and
+        whether it is complete: as many requests as clients keep in flight, or no room."""
+        first = self._pending[0]
+        batch = [first]
+        rows = first.rows
+        full = False
+        for item in self._pending[1:]:
+            if item.signature != first.signature:
                 continue
+            if rows + item.rows > self.max_batch_size:
+                full = True
+                break
+            batch.append(item)
+            rows += item.rows
+        full = full or rows >= self.max_batch_size or len(batch) >= self.in_flight.peak()
+        return batch, rows, full
 
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            first = await self._next(None)
-            assert first is not None
-            batch = [first]
-            rows = first.rows
-            deferred: list[_Pending] = []
-            deadline = first.enqueued + self.max_queue_delay_s
-            # Wait only for requests already arriving now, not for later ones.
-            horizon = self._next_ticket
-            while rows < self.max_batch_size:
-                item = await self._next(deadline, horizon)
-                if item is None:
-                    break
-                if item.signature != first.signature or rows + item.rows > self.max_batch_size:
-                    # Keep arrival order for the next batch; stop filling this one.
-                    deferred.append(item)
-                    break
-                batch.append(item)
-                rows += item.rows
-            self._held = deferred + self._held
+            while self._busy or not self._pending:
+                await self._sleep(None)
+            deadline = self._pending[0].enqueued + self.max_queue_delay_s
+            batch, rows, full = self._plan()
+            while not full and loop.time() < deadline:
+                await self._sleep(deadline)
+                batch, rows, full = self._plan()
+            taken = {id(item) for item in batch}
+            self._pending = [item for item in self._pending if id(item) not in taken]
             self._busy = True
             try:
                 await self._execute(batch, rows)
@@ -215,7 +264,7 @@ class DynamicBatcher(Executor):
         live = [p for p in batch if not p.future.cancelled()]
         if not live:
             return
-        dispatched = time.perf_counter()
+        dispatched = asyncio.get_running_loop().time()
         if len(live) == 1:
             merged = live[0].inputs
         else:

@@ -36,9 +36,10 @@ class _TritonCounters(Collector):
         self._values = dict.fromkeys(TRITON_FAMILIES, 0.0)
         self._failures: dict[str, float] = {}
 
-    def add(self, name: str, amount: float) -> None:
+    def add(self, *amounts: tuple[str, float]) -> None:
         with self._lock:
-            self._values[name] += amount
+            for name, amount in amounts:
+                self._values[name] += amount
 
     def fail(self, reason: str) -> None:
         with self._lock:
@@ -108,15 +109,19 @@ class Metrics:
             self.registry.register(_GpuMemory())
 
     def batch_executed(self, rows: int, compute_s: float) -> None:
-        self._triton.add("nv_inference_exec_count", 1)
-        self._triton.add("nv_inference_count", rows)
-        self._triton.add("nv_inference_compute_infer_duration_us", compute_s * 1e6)
+        self._triton.add(
+            ("nv_inference_exec_count", 1),
+            ("nv_inference_count", rows),
+            ("nv_inference_compute_infer_duration_us", compute_s * 1e6),
+        )
         self._batch_size.observe(rows)
 
     def request_succeeded(self, duration_s: float, queue_s: float) -> None:
-        self._triton.add("nv_inference_request_success", 1)
-        self._triton.add("nv_inference_request_duration_us", duration_s * 1e6)
-        self._triton.add("nv_inference_queue_duration_us", queue_s * 1e6)
+        self._triton.add(
+            ("nv_inference_request_success", 1),
+            ("nv_inference_request_duration_us", duration_s * 1e6),
+            ("nv_inference_queue_duration_us", queue_s * 1e6),
+        )
         self._duration.observe(duration_s)
 
     def request_failed(self, reason: str) -> None:

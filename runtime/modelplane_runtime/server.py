@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from .metadata import PLATFORM, find_metadata
 from .metrics import Metrics
 from .model import LoadedModel, ModelLoadError
 from .openapi import openapi_document
-from .protocol import HEADER_LENGTH, decode_request, encode_response
+from .protocol import decode_request, encode_response
 
 log = logging.getLogger(__name__)
 
@@ -118,18 +119,142 @@ class ModelService:
         return self.model, self.executor
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+class _Disconnected(Exception):
+    """The client went away before its request body arrived."""
+
+
+async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise bad_input(f"request body too large: {declared} bytes, the limit is {limit}")
+        raise bad_input(f"request body too large: {int(declared)} bytes, the limit is {limit}")
     chunks = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise bad_input(f"request body too large: the limit is {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _json_body(doc: Any) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class InferEndpoint:
+    """POST .../infer as a bare ASGI app: the one hot path, kept free of framework layers.
+
+    Starlette routes it like any endpoint (and answers other methods with 405); the
+    `FastInfer` front door calls it directly, which is the same code without the routing
+    and middleware cost that would otherwise rival a small model's forward pass.
+    """
+
+    def __init__(self, service: ModelService) -> None:
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        params = scope["path_params"]
+        await self.handle(params["name"], params.get("version"), scope, receive, send)
+
+    async def handle(
+        self, name: str, version: str | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        try:
+            status, body, headers = await self._infer(name, version, scope, receive)
+        except _Disconnected:
+            return
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _infer(
+        self, name: str, version: str | None, scope: Scope, receive: Receive
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        started = time.perf_counter()
+        service = self.service
+        try:
+            service.check_name(name, version)
+        except RuntimeServingError as exc:
+            return self._error(exc)
+        declared = header_length = None
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                declared = value
+            elif key == b"inference-header-content-length":
+                header_length = value.decode("latin-1")
+        try:
+            model, executor = service.require_ready()
+            with executor.admit():
+                body = await _read_body(receive, declared, service.settings.max_request_bytes)
+                decoded = decode_request(body, header_length)
+                rows = model.validate(decoded.inputs)
+                outputs, stats = await executor.run(decoded.inputs, rows)
+                encoded = encode_response(
+                    name, service.settings.model_version, decoded, outputs, model.output_datatypes
+                )
+        except RuntimeServingError as exc:
+            service.metrics.request_failed(exc.kind.value)
+            return self._error(exc)
+        except _Disconnected:
+            raise
+        except Exception as exc:
+            # Only a model or runtime fault gets here: every bad input is rejected above.
+            log.exception("inference failed")
+            service.metrics.request_failed(ErrorKind.INTERNAL.value)
+            return self._error(
+                RuntimeServingError(ErrorKind.INTERNAL, f"inference failed: {type(exc).__name__}")
+            )
+        service.metrics.request_succeeded(time.perf_counter() - started, stats.queue_s)
+        length = str(len(encoded.body)).encode()
+        if encoded.json_length is None:
+            return (
+                200,
+                encoded.body,
+                [(b"content-type", b"application/json"), (b"content-length", length)],
+            )
+        return (
+            200,
+            encoded.body,
+            [
+                (b"content-type", b"application/octet-stream"),
+                (b"content-length", length),
+                (b"inference-header-content-length", str(encoded.json_length).encode()),
+            ],
+        )
+
+    @staticmethod
+    def _error(error: RuntimeServingError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        body = _json_body({"error": error.message})
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        return STATUS[error.kind], body, headers
+
+
+class FastInfer:
+    """Sends POST /v2/models/{name}[/versions/{version}]/infer straight to the endpoint;
+    everything else goes through the Starlette app."""
+
+    def __init__(self, app: ASGIApp, endpoint: InferEndpoint) -> None:
+        self.app = app
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            parts = scope["path"].split("/")
+            # ["", "v2", "models", name, "infer"] or [..., name, "versions", version, "infer"]
+            if parts[-1] == "infer" and parts[1:3] == ["v2", "models"] and all(parts[3:-1]):
+                if len(parts) == 5:
+                    await self.endpoint.handle(parts[3], None, scope, receive, send)
+                    return
+                if len(parts) == 7 and parts[4] == "versions":
+                    await self.endpoint.handle(parts[3], parts[5], scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 class Routes:
@@ -185,43 +310,6 @@ class Routes:
             }
         )
 
-    async def infer(self, request: Request) -> Response:
-        started = time.perf_counter()
-        service = self.service
-        try:
-            name, _ = self._name(request)
-        except RuntimeServingError as exc:
-            return error_response(exc)
-        try:
-            model, executor = service.require_ready()
-            with executor.admit():
-                body = await _read_body(request, service.settings.max_request_bytes)
-                decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
-                rows = model.validate(decoded.inputs)
-            outputs, stats = await executor.run(decoded.inputs, rows)
-            datatypes = {t.name: t.datatype for t in model.metadata.outputs}
-            encoded = encode_response(
-                name, service.settings.model_version, decoded, outputs, datatypes
-            )
-        except RuntimeServingError as exc:
-            service.metrics.request_failed(exc.kind.value)
-            return error_response(exc)
-        except Exception as exc:
-            # Only a model or runtime fault gets here: every bad input is rejected above.
-            log.exception("inference failed")
-            service.metrics.request_failed(ErrorKind.INTERNAL.value)
-            return error_response(
-                RuntimeServingError(ErrorKind.INTERNAL, f"inference failed: {type(exc).__name__}")
-            )
-        service.metrics.request_succeeded(time.perf_counter() - started, stats.queue_s)
-        if encoded.json_length is None:
-            return Response(encoded.body, media_type="application/json")
-        return Response(
-            encoded.body,
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(encoded.json_length)},
-        )
-
     async def metrics(self, request: Request) -> Response:
         return Response(self.service.metrics.render(), media_type="text/plain; version=0.0.4")
 
@@ -269,6 +357,7 @@ def create_app(settings: Settings) -> ASGIApp:
     """The ASGI application; the model loads in the background after startup."""
     service = ModelService(settings)
     routes = Routes(service)
+    infer = InferEndpoint(service)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -286,8 +375,8 @@ def create_app(settings: Settings) -> ASGIApp:
     app = Starlette(
         # The hot route first: Starlette tries routes in order.
         routes=[
-            Route(model + "/infer", routes.infer, methods=["POST"]),
-            Route(versioned + "/infer", routes.infer, methods=["POST"]),
+            Route(model + "/infer", infer, methods=["POST"]),
+            Route(versioned + "/infer", infer, methods=["POST"]),
             Route("/v2/health/live", routes.live),
             Route("/v2/health/ready", routes.server_ready),
             Route("/v2", routes.server_metadata),
@@ -303,6 +392,7 @@ def create_app(settings: Settings) -> ASGIApp:
         lifespan=lifespan,
     )
     app.state.service = service
+    front: ASGIApp = FastInfer(app, infer)
     if settings.auth_token:
-        return BearerAuth(app, settings.auth_token)
-    return app
+        return BearerAuth(front, settings.auth_token)
+    return front

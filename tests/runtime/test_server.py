@@ -239,6 +239,35 @@ def test_infer_unknown_version_is_404(addmul_server: RuntimeServer) -> None:
     assert "unknown version" in response.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/v2/models/addmul/infer", 405),
+        ("PUT", "/v2/models/addmul/versions/2/infer", 405),
+        ("POST", "/v2/models//infer", 404),
+        ("POST", "/v2/models/addmul/versions//infer", 404),
+        ("POST", "/v2/models/addmul/extra/infer", 404),
+        ("POST", "/v3/models/addmul/infer", 404),
+    ],
+)
+def test_infer_paths_outside_the_protocol_get_json_errors(
+    addmul_server: RuntimeServer, method: str, path: str, status: int
+) -> None:
+    body = {"inputs": [GOOD_X, GOOD_Y]}
+    response = httpx.request(method, f"{addmul_server.url}{path}", json=body)
+    assert response.status_code == status
+    assert response.json()["error"]
+
+
+def test_infer_versioned_path_answers(addmul_server: RuntimeServer) -> None:
+    body = {"inputs": [GOOD_X, GOOD_Y]}
+    response = httpx.post(f"{addmul_server.url}/v2/models/addmul/versions/2/infer", json=body)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-length"] == str(len(response.content))
+    assert [o["name"] for o in response.json()["outputs"]] == ["sum", "product"]
+
+
 def test_openapi_document_lists_the_routes(addmul_server: RuntimeServer) -> None:
     doc = addmul_server.get("/v2/openapi.json").json()
     assert doc["openapi"].startswith("3.")

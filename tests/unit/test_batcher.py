@@ -1,0 +1,180 @@
+"""The dynamic batcher's policy: batches as large as the clients' concurrency, never later
+than the max queue delay, never larger than the max batch size, results split exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelplane_runtime.batcher import Arrays, DynamicBatcher, InFlight
+
+pytestmark = pytest.mark.unit
+
+
+def doubled(inputs: Arrays) -> Arrays:
+    # Row-wise, so any mis-split hands a request someone else's values.
+    return {"y": inputs["x"] * 2}
+
+
+def slow_doubled(inputs: Arrays) -> Arrays:
+    time.sleep(0.01)
+    return doubled(inputs)
+
+
+def run_with_batcher(
+    body: Callable[[DynamicBatcher, list[int]], Awaitable[Any]],
+    max_batch_size: int = 32,
+    max_queue_delay_s: float = 2.0,
+    predict: Callable[[Arrays], Arrays] = doubled,
+    typical_compute_s: float = 0.0,
+) -> tuple[Any, list[int]]:
+    """Run `body` against a started batcher; also return the rows of every forward pass."""
+    executed: list[int] = []
+
+    async def main() -> Any:
+        batcher = DynamicBatcher(predict, max_batch_size, max_queue_delay_s, typical_compute_s)
+        batcher.on_batch = lambda rows, seconds: executed.append(rows)
+        await batcher.start()
+        try:
+            return await body(batcher, executed)
+        finally:
+            await batcher.stop()
+
+    return asyncio.run(main()), executed
+
+
+async def request(batcher: DynamicBatcher, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """One request as the server makes it: in flight from arrival until answered."""
+    with batcher.admit():
+        await asyncio.sleep(0)  # the request body being read
+        out, _ = await batcher.run({"x": x}, len(x))
+        return out["y"]
+
+
+def rows(n: int, start: int, width: int = 3) -> np.ndarray[Any, Any]:
+    return np.arange(start, start + n * width, dtype=np.float32).reshape(n, width)
+
+
+def test_a_lone_request_runs_at_once_not_after_the_queue_delay() -> None:
+    async def body(batcher: DynamicBatcher, executed: list[int]) -> float:
+        start = time.perf_counter()
+        out = await request(batcher, rows(1, 0))
+        np.testing.assert_array_equal(out, rows(1, 0) * 2)
+        return time.perf_counter() - start
+
+    elapsed, executed = run_with_batcher(body, max_queue_delay_s=30.0)
+    assert executed == [1]
+    assert elapsed < 5.0
+
+
+def test_requests_arriving_together_share_one_forward_pass_split_exactly() -> None:
+    inputs = [rows(1 + i % 3, 100 * i) for i in range(10)]
+
+    async def body(batcher: DynamicBatcher, executed: list[int]) -> list[Any]:
+        return list(await asyncio.gather(*(request(batcher, x) for x in inputs)))
+
+    outputs, executed = run_with_batcher(body)
+    for x, out in zip(inputs, outputs, strict=True):
+        np.testing.assert_array_equal(out, x * 2)
+    assert executed == [sum(len(x) for x in inputs)]
+
+
+def test_closed_loop_clients_get_batches_as_large_as_their_concurrency() -> None:
+    clients, rounds = 8, 6
+
+    async def client(batcher: DynamicBatcher, index: int) -> None:
+        for round_ in range(rounds):
+            x = rows(1, 1000 * index + 10 * round_)
+            np.testing.assert_array_equal(await request(batcher, x), x * 2)
+            # The network and the client's own work: clients come back at different times.
+            await asyncio.sleep(0.001 * (1 + index % 3))
+
+    async def body(batcher: DynamicBatcher, executed: list[int]) -> None:
+        await asyncio.gather(*(client(batcher, i) for i in range(clients)))
+
+    _, executed = run_with_batcher(body, predict=slow_doubled, typical_compute_s=1.0)
+    assert sum(executed) == clients * rounds
+    # Not ever-smaller batches chasing requests still on their way: every pass is full.
+    assert executed == [clients] * rounds
+
+
+def test_a_batch_waits_no_longer_than_the_max_queue_delay() -> None:
+    delay = 0.2
+
+    async def body(batcher: DynamicBatcher, executed: list[int]) -> float:
+        # A burst of four makes four the batch worth waiting for...
+        await asyncio.gather(*(request(batcher, rows(1, i)) for i in range(4)))
+        # ...but a lone request after it runs once the delay has passed.
+        start = time.perf_counter()
+        np.testing.assert_array_equal(await request(batcher, rows(1, 50)), rows(1, 50) * 2)
+        return time.perf_counter() - start
+
+    waited, executed = run_with_batcher(body, max_queue_delay_s=delay)
+    assert executed == [4, 1]
+    assert delay * 0.9 <= waited < delay + 2.0
+
+
+def test_batches_never_exceed_the_max_batch_size() -> None:
+    inputs = [rows(1 + i % 2, 10 * i) for i in range(12)]
+
+    async def body(batcher: DynamicBatcher, executed: list[int]) -> list[Any]:
+        return list(await asyncio.gather(*(request(batcher, x) for x in inputs)))
+
+    outputs, executed = run_with_batcher(body, max_batch_size=4)
+    for x, out in zip(inputs, outputs, strict=True):
+        np.testing.assert_array_equal(out, x * 2)
+    assert max(executed) <= 4
+    assert sum(executed) == sum(len(x) for x in inputs)
+
+
+def test_requests_of_other_shapes_run_in_their_own_passes() -> None:
+    narrow = [rows(1, 10 * i, width=3) for i in range(3)]
+    wide = [rows(1, 10 * i, width=5) for i in range(2)]
+
+    async def body(batcher: DynamicBatcher, executed: list[int]) -> list[Any]:
+        mixed = [narrow[0], wide[0], narrow[1], wide[1], narrow[2]]
+        return list(await asyncio.gather(*(request(batcher, x) for x in mixed)))
+
+    outputs, executed = run_with_batcher(body, max_queue_delay_s=0.05)
+    for x, out in zip([narrow[0], wide[0], narrow[1], wide[1], narrow[2]], outputs, strict=True):
+        np.testing.assert_array_equal(out, x * 2)
+    assert sorted(executed) == [2, 3]
+
+
+def test_a_failing_forward_pass_fails_every_request_in_it() -> None:
+    def broken(inputs: Arrays) -> Arrays:
+        raise ValueError("model fault")
+
+    async def body(batcher: DynamicBatcher, executed: list[int]) -> list[Any]:
+        return list(
+            await asyncio.gather(
+                *(request(batcher, rows(1, i)) for i in range(3)), return_exceptions=True
+            )
+        )
+
+    results, _ = run_with_batcher(body, predict=broken)
+    assert all(isinstance(r, ValueError) for r in results)
+
+
+def test_in_flight_peak_is_remembered_for_a_window_then_forgotten() -> None:
+    now = [0.0]
+    in_flight = InFlight(window_s=1.0, clock=lambda: now[0])
+    for _ in range(5):
+        in_flight.enter()
+    for _ in range(5):
+        in_flight.leave()
+    assert in_flight.count == 0
+    assert in_flight.peak() == 5
+    now[0] = 1.5  # the next window still remembers the previous one
+    assert in_flight.peak() == 5
+    in_flight.enter()
+    now[0] = 2.6  # two windows on: only what was seen since counts
+    assert in_flight.peak() == 1
+    in_flight.leave()
+    now[0] = 10.0
+    assert in_flight.peak() == 0
