@@ -45,7 +45,7 @@ from modelplane_runtime.package import load_factory, package_model  # noqa: E402
 from modelplane_runtime.protocol import InferRequest, encode_response  # noqa: E402
 
 CONCURRENCY = (1, 4, 16, 32)
-INPROCESS_BATCHES = (1, 4, 16, 32)
+INPROCESS_BATCHES = (1, 4, 8, 16, 32)
 MODELS = {"tiny": ("tiny_mlp", 16, 4), "compute": ("compute_mlp", 512, 512)}
 SERVER_CPUS = {0}
 CLIENT_CPUS = {1}
