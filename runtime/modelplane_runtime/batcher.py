@@ -7,8 +7,9 @@ the peak number of requests in flight over the last second and waits until that 
 compatible requests are queued (or the max batch size is reached), never past the moment
 its oldest request has been queued for the max queue delay. One client alone, or an idle
 server, gets its request run at once; sixteen closed-loop clients get batches of sixteen
-instead of ever-smaller batches that chase requests still on their way. Overestimates
-(a burst that ended) cost at most the max queue delay, for at most the window.
+instead of ever-smaller batches that chase requests still on their way. A batch that waits
+in vain (a burst has ended) lowers the remembered peak to what it gathered, so thinned-out
+traffic pays the max queue delay once, not for the rest of the window.
 
 Forward passes that take less CPU time than a thread hand-off run on the event loop; the
 others run one at a time on a dedicated thread so the loop keeps answering probes.
@@ -91,6 +92,10 @@ class InFlight:
     def peak(self) -> int:
         self._rotate()
         return max(self.count, self._current_peak, self._previous_peak)
+
+    def lower_peak(self, seen: int) -> None:
+        """A batch waited in vain for the peak: the clients are fewer now than it says."""
+        self._current_peak = self._previous_peak = max(seen, self.count)
 
 
 class Executor:
@@ -252,6 +257,8 @@ class DynamicBatcher(Executor):
             while not full and loop.time() < deadline:
                 await self._sleep(deadline)
                 batch, rows, full = self._plan()
+            if not full:
+                self.in_flight.lower_peak(len(batch))
             taken = {id(item) for item in batch}
             self._pending = [item for item in self._pending if id(item) not in taken]
             self._busy = True

@@ -119,6 +119,28 @@ def test_a_batch_waits_no_longer_than_the_max_queue_delay() -> None:
     assert delay * 0.9 <= waited < delay + 2.0
 
 
+def test_traffic_thinned_out_after_a_burst_is_not_held_back() -> None:
+    delay = 0.05
+
+    async def body(batcher: DynamicBatcher, executed: list[int]) -> list[float]:
+        await asyncio.gather(*(request(batcher, rows(1, i)) for i in range(4)))
+        waits = []
+        for i in range(8):
+            # Requests now come further apart than the max queue delay.
+            await asyncio.sleep(delay * 1.2)
+            start = time.perf_counter()
+            x = rows(1, 10 * i)
+            np.testing.assert_array_equal(await request(batcher, x), x * 2)
+            waits.append(time.perf_counter() - start)
+        return waits
+
+    waits, executed = run_with_batcher(body, max_queue_delay_s=delay)
+    assert executed == [4] + [1] * 8
+    # The first waits in vain for the burst's size; the ones after it run at once.
+    assert waits[0] >= delay * 0.9
+    assert max(waits[1:]) < delay / 2, waits
+
+
 def test_batches_never_exceed_the_max_batch_size() -> None:
     inputs = [rows(1 + i % 2, 10 * i) for i in range(12)]
 
@@ -178,3 +200,17 @@ def test_in_flight_peak_is_remembered_for_a_window_then_forgotten() -> None:
     in_flight.leave()
     now[0] = 10.0
     assert in_flight.peak() == 0
+
+
+def test_a_lowered_peak_holds_until_more_requests_are_in_flight() -> None:
+    now = [0.0]
+    in_flight = InFlight(window_s=1.0, clock=lambda: now[0])
+    for _ in range(6):
+        in_flight.enter()
+    for _ in range(6):
+        in_flight.leave()
+    in_flight.enter()
+    in_flight.lower_peak(1)
+    assert in_flight.peak() == 1
+    in_flight.enter()
+    assert in_flight.peak() == 2
