@@ -210,11 +210,31 @@ def _bind_attributes(module: torch.nn.Module) -> None:
     loading (devices and dtypes are applied before this), so the cached entries stay the
     same objects the module's dicts hold.
     """
+    guards = _plain_guards(module)
     for sub in module.modules():
         for members in (sub._modules, sub._parameters, sub._buffers):
             sub.__dict__.update(
                 {name: value for name, value in members.items() if value is not None}
             )
+    if guards is not None:
+        # An instance attribute, not a method: called as `self._guards_fn(x)` it gets x only.
+        module.__dict__["_guards_fn"] = guards
+
+
+def _plain_guards(module: torch.nn.Module) -> Any:
+    """The program's input guards as a plain function, when they can be found.
+
+    torch.export wraps them in a submodule whose call enters a dynamo config patch (for
+    re-tracing the program), which costs several times the checks themselves. The checks
+    are kept; only the wrapper goes. A torch whose wrapper looks different keeps it.
+    """
+    wrapper = getattr(getattr(module, "_guards_fn", None), "forward", None)
+    code, closure = getattr(wrapper, "__code__", None), getattr(wrapper, "__closure__", None)
+    if code is None or not closure:
+        return None
+    cells = dict(zip(code.co_freevars, closure, strict=False))
+    checks = cells["func"].cell_contents if "func" in cells else None
+    return checks if callable(checks) else None
 
 
 def _check_shape(spec: TensorSpec, shape: tuple[int, ...]) -> None:

@@ -13,17 +13,21 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import requests
 import schemathesis
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-from runtimekit import RuntimeServer
+from runtimekit import EXAMPLES, RuntimeServer
 from schemathesis import GenerationMode
 
+from conftest import StartServer
+from modelplane_runtime.package import load_factory, package_model
 from reliabilitykit import Recorder, iterations
 
 pytestmark = pytest.mark.reliability("Bad input to the runtime")
@@ -230,3 +234,33 @@ def test_huge_declared_body_is_refused_before_it_is_read(tiny_server: RuntimeSer
     assert status == 400, answer[:300]
     assert b'"error"' in answer
     assert tiny_server.get("/v2/health/live").status_code == 200
+
+
+def test_a_shape_the_program_guards_against_is_400_and_the_server_goes_on(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    # Metadata that promises more than the program accepts (batch up to 64 against the
+    # program's own bound of 8): only the program's shape guard stands in the way.
+    model_dir = tmp_path / "guarded"
+    module = load_factory(f"{EXAMPLES}:tiny_mlp")()
+    package_model(module, {"x": torch.randn(2, 16)}, model_dir, name="tiny", max_batch_size=8)
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    metadata["max_batch_size"] = 64
+    (model_dir / "metadata.json").write_text(json.dumps(metadata))
+    server = start_server(model_dir, MODELPLANE_MODEL_NAME="tiny")
+    server.wait_ready()
+
+    def infer(rows: int) -> httpx.Response:
+        body = {
+            "inputs": [
+                {"name": "x", "shape": [rows, 16], "datatype": "FP32", "data": [0.5] * (rows * 16)}
+            ]
+        }
+        return httpx.post(f"{server.url}/v2/models/tiny/infer", json=body, timeout=30)
+
+    refused = infer(20)
+    assert refused.status_code == 400
+    assert "the model rejected the input" in refused.json()["error"]
+    accepted = infer(8)
+    assert accepted.status_code == 200
+    assert accepted.json()["outputs"][0]["shape"] == [8, 4]
