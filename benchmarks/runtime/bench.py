@@ -239,27 +239,23 @@ def run_model(name: str, model_dir: Path, work: Path, args: Any) -> dict[str, An
             check=True,
         )
 
+    def bare_uvicorn(app: str, port: int) -> list[str]:
+        address = ["--host", "127.0.0.1", "--port", str(port)]
+        quiet = ["--workers", "1", "--no-access-log", "--log-level", "warning"]
+        return [python, "-m", "uvicorn", app, *address, *quiet]
+
     def echo(port: int) -> tuple[list[str], dict[str, str], Callable[[], bool], Path]:
-        cmd = [
-            python,
-            "-m",
-            "uvicorn",
-            "echo_app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
         env = {
             "ECHO_RESPONSE_FILE": str(work / f"{name}.response"),
             "ECHO_HEADER_LENGTH": str(header_length),
         }
-        return cmd, env, lambda: httpx.post(f"http://127.0.0.1:{port}/").status_code == 200, HERE
+        ready = lambda: httpx.post(f"http://127.0.0.1:{port}/").status_code == 200  # noqa: E731
+        return bare_uvicorn("echo_app:app", port), env, ready, HERE
+
+    def bare(port: int) -> tuple[list[str], dict[str, str], Callable[[], bool], Path]:
+        env = {"PYTHONPATH": str(REPO / "runtime"), "BARE_MODEL_DIR": str(model_dir)}
+        ready = lambda: httpx.get(f"http://127.0.0.1:{port}/").status_code == 200  # noqa: E731
+        return bare_uvicorn("bare_app:app", port), env, ready, HERE
 
     def modelplane(batching: bool) -> Callable[[int], Any]:
         def make(port: int) -> tuple[list[str], dict[str, str], Callable[[], bool], Path]:
@@ -323,6 +319,7 @@ def run_model(name: str, model_dir: Path, work: Path, args: Any) -> dict[str, An
 
     servers: list[tuple[str, str, Callable[[int], Any]]] = [
         ("echo floor", "oip", echo),
+        ("bare handler", "oip", bare),
         ("modelplane (batching)", "oip", modelplane(True)),
         ("modelplane (no batching)", "oip", modelplane(False)),
         ("kserve", "oip", kserve),
@@ -421,6 +418,10 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
         paced_limit = None if floor is None or paced is None else floor + paced
         p50 = metric(results, model, mp, 1, "p50_ms")
         check(f"{model} c1 p50: {mp} / (paced forward + echo p50)", p50, paced_limit, None, False)
+        # The same forward pass behind the least Python that can answer: what is left for
+        # the runtime's own validation, metrics and batching.
+        bare_p50 = metric(results, model, "bare handler", 1, "p50_ms")
+        check(f"{model} c1 p50: bare handler / (forward + echo p50)", bare_p50, limit, None, False)
     return checks
 
 
