@@ -34,6 +34,8 @@ INLINE_BELOW_S = 0.0003
 EMA_WEIGHT = 0.1
 # How long a burst of concurrency is remembered as the size worth waiting for.
 PEAK_WINDOW_S = 1.0
+# A request admitted this soon after another one left came in the same event-loop pass.
+SAME_PASS_S = 0.0001
 
 
 @dataclasses.dataclass
@@ -71,6 +73,7 @@ class InFlight:
         self._window_start = clock()
         self._current_peak = 0
         self._previous_peak = 0
+        self.last_left = float("-inf")
 
     def _rotate(self) -> None:
         now = self._clock()
@@ -88,6 +91,10 @@ class InFlight:
 
     def leave(self) -> None:
         self.count -= 1
+        self.last_left = self._clock()
+
+    def since_last_left(self) -> float:
+        return self._clock() - self.last_left
 
     def peak(self) -> int:
         self._rotate()
@@ -190,9 +197,11 @@ class DynamicBatcher(Executor):
         """Queue one request and wait for its share of a batch."""
         if self._task is None:
             raise RuntimeError("the batcher is not started")
-        if self._idle():
-            # Requests read in the same pass of the event loop have not been admitted
-            # yet: let them catch up (one loop pass) before deciding to run alone.
+        if self._idle() and self.in_flight.since_last_left() < SAME_PASS_S:
+            # A request that starts right as another one ended was most likely read in
+            # the same pass of the event loop as others not admitted yet: let them catch
+            # up (one loop pass) before deciding to run alone. One client's next request
+            # comes a network round trip later and does not pay for the extra pass.
             await asyncio.sleep(0)
         if self._idle():
             # Nobody to merge with: run it now, without the queue's hand-offs.

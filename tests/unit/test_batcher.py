@@ -84,6 +84,27 @@ def test_requests_arriving_together_share_one_forward_pass_split_exactly() -> No
     assert executed == [sum(len(x) for x in inputs)]
 
 
+def test_requests_read_in_one_loop_pass_merge_after_the_first() -> None:
+    # As in the server: a request whose body has arrived runs to the batcher without
+    # yielding, so the first one of a pass cannot know about the others yet.
+    inputs = [rows(1, 10 * i) for i in range(6)]
+
+    async def unyielding(batcher: DynamicBatcher, x: np.ndarray[Any, Any]) -> Any:
+        with batcher.admit():
+            out, _ = await batcher.run({"x": x}, len(x))
+            return out["y"]
+
+    async def body(batcher: DynamicBatcher, executed: list[int]) -> list[Any]:
+        # A frozen clock: the next request starts "at once" after the previous one left.
+        batcher.in_flight = InFlight(clock=lambda: 0.0)
+        return list(await asyncio.gather(*(unyielding(batcher, x) for x in inputs)))
+
+    outputs, executed = run_with_batcher(body)
+    for x, out in zip(inputs, outputs, strict=True):
+        np.testing.assert_array_equal(out, x * 2)
+    assert executed == [1, 5]
+
+
 def test_closed_loop_clients_get_batches_as_large_as_their_concurrency() -> None:
     clients, rounds = 8, 6
 
