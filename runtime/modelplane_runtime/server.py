@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -141,10 +140,6 @@ async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> by
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _json_body(doc: Any) -> bytes:
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
 class InferEndpoint:
     """POST .../infer as a bare ASGI app: the one hot path, kept free of framework layers.
 
@@ -227,12 +222,8 @@ class InferEndpoint:
 
     @staticmethod
     def _error(error: RuntimeServingError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        body = _json_body({"error": error.message})
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        return STATUS[error.kind], body, headers
+        response = error_response(error)
+        return response.status_code, bytes(response.body), response.raw_headers
 
 
 class FastInfer:

@@ -204,13 +204,18 @@ def test_a_failing_forward_pass_fails_every_request_in_it() -> None:
     assert all(isinstance(r, ValueError) for r in results)
 
 
+def burst(in_flight: InFlight, size: int) -> None:
+    """`size` requests in flight at once, all answered."""
+    for _ in range(size):
+        in_flight.enter()
+    for _ in range(size):
+        in_flight.leave()
+
+
 def test_in_flight_peak_is_remembered_for_a_window_then_forgotten() -> None:
     now = [0.0]
     in_flight = InFlight(window_s=1.0, clock=lambda: now[0])
-    for _ in range(5):
-        in_flight.enter()
-    for _ in range(5):
-        in_flight.leave()
+    burst(in_flight, 5)
     assert in_flight.count == 0
     assert in_flight.peak() == 5
     now[0] = 1.5  # the next window still remembers the previous one
@@ -226,10 +231,7 @@ def test_in_flight_peak_is_remembered_for_a_window_then_forgotten() -> None:
 def test_a_lowered_peak_holds_until_more_requests_are_in_flight() -> None:
     now = [0.0]
     in_flight = InFlight(window_s=1.0, clock=lambda: now[0])
-    for _ in range(6):
-        in_flight.enter()
-    for _ in range(6):
-        in_flight.leave()
+    burst(in_flight, 6)
     in_flight.enter()
     in_flight.lower_peak(1)
     assert in_flight.peak() == 1
