@@ -25,7 +25,7 @@ from .metadata import PLATFORM, find_metadata
 from .metrics import Metrics
 from .model import LoadedModel, ModelLoadError
 from .openapi import openapi_document
-from .protocol import decode_request, encode_response
+from .protocol import HEADER_LENGTH, decode_request, encode_response
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ STATUS = {
     ErrorKind.INTERNAL: 500,
 }
 WAIT_FOR_FILES_S = 0.5
+_HEADER_LENGTH = HEADER_LENGTH.encode()
 
 
 def error_response(error: RuntimeServingError) -> JSONResponse:
@@ -178,7 +179,7 @@ class InferEndpoint:
         for key, value in scope["headers"]:
             if key == b"content-length":
                 declared = value
-            elif key == b"inference-header-content-length":
+            elif key == _HEADER_LENGTH:
                 header_length = value.decode("latin-1")
         try:
             model, executor = service.require_ready()
@@ -216,7 +217,7 @@ class InferEndpoint:
             [
                 (b"content-type", b"application/octet-stream"),
                 (b"content-length", length),
-                (b"inference-header-content-length", str(encoded.json_length).encode()),
+                (_HEADER_LENGTH, str(encoded.json_length).encode()),
             ],
         )
 
