@@ -17,6 +17,7 @@ from typing import Any
 
 REVISION_LABEL = "modelplane.io/revision"
 TEMPLATE_HASH = "modelplane.io/template-hash"
+FINISHED_PHASES = ("Failed", "Succeeded")
 
 
 def template_hash(template: Mapping[str, Any]) -> str:
@@ -44,7 +45,7 @@ class Revision:
     uri: str
     image: str
     replicas: int  # the Deployment's spec.replicas
-    pods: int  # pods that exist, terminating ones included
+    pods: int  # pods that exist and have not finished, terminating ones included
     ready: int  # pods that are Ready and not terminating
     pod_objects: tuple[Mapping[str, Any], ...] = ()
 
@@ -59,6 +60,10 @@ def observe_revisions(
     """Group a ModelDeployment's Deployments and pods into revisions."""
     by_revision: dict[int, list[Mapping[str, Any]]] = {}
     for pod in pods:
+        # A Failed (evicted) or Succeeded pod stays until pod GC, holding no resources: it
+        # must not keep its revision present, or an old revision never drains.
+        if (pod.get("status") or {}).get("phase") in FINISHED_PHASES:
+            continue
         label = ((pod.get("metadata") or {}).get("labels") or {}).get(REVISION_LABEL, "")
         if label.isdigit():
             by_revision.setdefault(int(label), []).append(pod)
