@@ -511,6 +511,8 @@ def plan(
     elif not failed_now and error is None and phase != PAUSED:
         if mem.phase == SUCCEEDED:  # scaled or drifted after success: a fresh deadline
             mem = replace(mem, last_progress_at=now, target_ready=0)
+        elif mem.phase == PAUSED:  # time spent paused is not time without progress
+            mem = replace(mem, last_progress_at=now)
         mem = replace(mem, phase=PROGRESSING)
         phase = PROGRESSING
     else:

@@ -281,3 +281,19 @@ def test_going_back_to_a_revision_that_served_skips_canary_steps() -> None:
     assert sim.run("v2", "2.0.0").serving == 2
     back = sim.run("v1", "1.0.0", limit=20)
     assert back.serving == 1 and sim.revisions[1].ready == 4
+
+
+def test_resuming_a_paused_rollout_restarts_the_progress_clock() -> None:
+    md = spec()
+    sim = deployed(md)
+    sim.md = spec(paused=True)
+    assert sim.step("v2", "2.0.0").phase == "Paused"
+    # Resumed long after the deadline, with the new pods still starting: that is no
+    # failure yet, as a Deployment restarts its progress clock on resume.
+    sim.now += md.rollout.progress_deadline_seconds * 6
+    sim.md = md
+    sim.gpus = sim.pods()  # no room: the new pods stay pending for a while
+    for _ in range(3):
+        p = sim.step("v2", "2.0.0")
+        assert p.phase == "Progressing", (p.phase, p.reason, p.message)
+    assert p.memory.failed is None
