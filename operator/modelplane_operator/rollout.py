@@ -35,7 +35,7 @@ from .status import CRASH_LOOP, STORAGE_FAILED, Event, Problem, pod_problem
 
 PROMOTE_ANNOTATION = "modelplane.io/promote"
 RETRY_ANNOTATION = "modelplane.io/retry"
-CRASH_RESTARTS = 3  # restarts after which a crash loop fails the rollout at once
+CRASH_RESTARTS = 3  # restarts after which a crash loop or failing download fails the rollout
 HISTORY_CAP = 20
 
 # Rollout phases kept in status.rollout.phase
@@ -211,20 +211,21 @@ def _target_failure(target: Revision) -> Problem | None:
     problem = pod_problem(target.pod_objects)
     if problem is None:
         return None
-    if problem.reason == STORAGE_FAILED:
-        return problem
-    if problem.reason == CRASH_LOOP:
-        restarts = max(
-            (
-                int(cs.get("restartCount") or 0)
-                for pod in target.pod_objects
-                for cs in (pod.get("status") or {}).get("containerStatuses") or ()
-            ),
-            default=0,
-        )
-        if restarts >= CRASH_RESTARTS:
-            return problem
-    return None
+    # A download or a start can fail once for a passing reason (a 503 from the store, a
+    # node hiccup): only repeated failures fail the rollout at once; the deadline covers
+    # the rest.
+    statuses = {STORAGE_FAILED: "initContainerStatuses", CRASH_LOOP: "containerStatuses"}
+    if problem.reason not in statuses:
+        return None
+    restarts = max(
+        (
+            int(cs.get("restartCount") or 0)
+            for pod in target.pod_objects
+            for cs in (pod.get("status") or {}).get(statuses[problem.reason]) or ()
+        ),
+        default=0,
+    )
+    return problem if restarts >= CRASH_RESTARTS else None
 
 
 def plan(

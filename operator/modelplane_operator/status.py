@@ -75,10 +75,13 @@ def pod_problem(pods: Sequence[Mapping[str, Any]]) -> Problem | None:
         for init in status.get("initContainerStatuses") or ():
             if init.get("name") != STORAGE_CONTAINER:
                 continue
-            waiting = (init.get("state") or {}).get("waiting") or {}
+            state = init.get("state") or {}
+            waiting = state.get("waiting") or {}
+            current = state.get("terminated") or {}
+            if "running" in state or current.get("exitCode") == 0:
+                continue  # downloading again, or done: an earlier failed try is history
             last = (init.get("lastState") or {}).get("terminated") or {}
-            current = (init.get("state") or {}).get("terminated") or {}
-            failed = current if current.get("exitCode") not in (None, 0) else last
+            failed = current if current else last
             if failed.get("exitCode") not in (None, 0) or waiting.get("reason") == CRASH_LOOP:
                 detail = failed.get("message") or waiting.get("message") or "exited non-zero"
                 found.setdefault(STORAGE_FAILED, f"model download failed: {detail.strip()}")

@@ -8,9 +8,9 @@ from factories import md_body
 
 from modelplane_operator.config import OperatorConfig
 from modelplane_operator.revisions import Revision
-from modelplane_operator.rollout import Memory, plan
+from modelplane_operator.rollout import CRASH_RESTARTS, Memory, plan
 from modelplane_operator.spec import ModelDeploymentSpec, parse
-from modelplane_operator.status import compute_status, merge_patch, status_differs
+from modelplane_operator.status import compute_status, merge_patch, pod_problem, status_differs
 
 CONFIG = OperatorConfig()
 NOW = "2026-11-23T10:00:00Z"
@@ -128,6 +128,50 @@ def test_storage_initializer_failure_is_reported_with_its_reason() -> None:
     status, _ = status_of(parse(md_body()), {1: revision(1, 2, 0, (pod, pod))})
     assert conditions(status)["Ready"]["reason"] == "StorageInitializerFailed"
     assert "sha256 mismatch" in conditions(status)["Ready"]["message"]
+
+
+def _storage_pod(state: dict[str, Any], exit_code: int, restarts: int = 1) -> dict[str, Any]:
+    init = {
+        "name": "storage-initializer",
+        "restartCount": restarts,
+        "state": state,
+        "lastState": {"terminated": {"exitCode": exit_code, "message": "503 Slow Down"}},
+    }
+    ready = "True" if "terminated" in state else "False"
+    return {
+        "status": {
+            "initContainerStatuses": [init],
+            "conditions": [{"type": "Ready", "status": ready}],
+        }
+    }
+
+
+def test_a_storage_retry_that_succeeded_or_runs_is_no_failure() -> None:
+    done = _storage_pod({"terminated": {"exitCode": 0}}, 1)
+    retrying = _storage_pod({"running": {}}, 1)
+    assert pod_problem([done]) is None
+    assert pod_problem([retrying]) is None
+    waiting = _storage_pod({"waiting": {"reason": "CrashLoopBackOff"}}, 1)
+    problem = pod_problem([waiting])
+    assert problem is not None and problem.reason == "StorageInitializerFailed"
+
+
+def test_one_failed_download_does_not_roll_back_but_repeated_failures_do() -> None:
+    md = parse(md_body())
+    stable = revision(1, 2, 2)
+    for restarts, rolls_back in ((1, False), (CRASH_RESTARTS, True)):
+        pod = _storage_pod({"waiting": {"reason": "CrashLoopBackOff"}}, 1, restarts)
+        target = Revision(2, "h2", "2.0.0", "", "", 2, 2, 0, (pod, pod))
+        memory = Memory(
+            target=2,
+            target_hash="h2",
+            stable=1,
+            phase="Progressing",
+            started_at=1000.0,
+            last_progress_at=1000.0,
+        )
+        p = plan(md, "h2", {1: stable, 2: target}, memory, [], {}, None, 1001.0, META)
+        assert (p.memory.failed == 2) is rolls_back, (restarts, p.phase, p.message)
 
 
 def test_rollout_in_progress_is_reconciling_not_stalled() -> None:
