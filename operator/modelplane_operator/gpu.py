@@ -46,8 +46,8 @@ def free_slots(
 ) -> int:
     """How many more pods needing ``gpus_per_pod`` GPUs fit on matching nodes now.
 
-    Pods not yet bound to a node but already asking for GPUs hold a slot too:
-    they will take one as soon as the scheduler places them.
+    Pods not yet bound to a node but already asking for GPUs hold the slots their GPUs
+    fill: they will take them as soon as the scheduler places them.
     """
     if gpus_per_pod <= 0:
         return 1 << 30
@@ -67,7 +67,8 @@ def free_slots(
         if node:
             used[node] = used.get(node, 0) + gpus
         elif not (pod.get("metadata") or {}).get("deletionTimestamp"):
-            pending += 1
+            # In slots of this shape, rounded up: a pending pod's GPUs may break one.
+            pending += -(-gpus // gpus_per_pod)
     slots = 0
     for node in nodes:
         labels = (node.get("metadata") or {}).get("labels") or {}

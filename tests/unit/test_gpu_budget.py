@@ -47,6 +47,15 @@ def test_product_selector_unready_nodes_and_pending_pods() -> None:
     assert free_slots(nodes, [pod(1, None)], gpus_per_pod=1, product="A100") == 8 - 1
 
 
+def test_a_pending_pod_holds_the_slots_its_gpus_fill() -> None:
+    nodes = [node("a", 8)]
+    # A pending 8-GPU pod will take the whole node: no 1-GPU slot is left for a surge.
+    assert free_slots(nodes, [pod(8, None)], gpus_per_pod=1) == 0
+    assert free_slots(nodes, [pod(3, None)], gpus_per_pod=1) == 5
+    # A pending 1-GPU pod spoils one 2-GPU slot (it may land on either half).
+    assert free_slots(nodes, [pod(1, None)], gpus_per_pod=2) == 3
+
+
 class Forbidden:
     def list_nodes(self) -> list[dict[str, Any]]:
         raise ApiException(status=403, reason="Forbidden")
