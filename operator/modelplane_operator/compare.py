@@ -35,7 +35,8 @@ def contains(live: Any, desired: Any, key: str = "", parent: str = "") -> bool:
         if not isinstance(live, Mapping):
             return False
         return all(
-            k in live and contains(live[k], v, key=k, parent=key) for k, v in desired.items()
+            contains(live[k], v, key=k, parent=key) if k in live else _omitted(v)
+            for k, v in desired.items()
         )
     if isinstance(desired, Sequence) and not isinstance(desired, str):
         if not isinstance(live, Sequence) or isinstance(live, str):
@@ -54,6 +55,14 @@ def contains(live: Any, desired: Any, key: str = "", parent: str = "") -> bool:
     if parent in _QUANTITY_PARENTS:
         return quantity(live) == quantity(desired)
     return bool(live == desired)
+
+
+def _omitted(value: Any) -> bool:
+    # The API server drops zero values of `omitempty` fields (EnvVar.value == "",
+    # Toleration.effect == "", false, {}): their absence is no drift.
+    if isinstance(value, str | Mapping | list | tuple):
+        return not value
+    return value is None or value is False or value == 0
 
 
 def quantity(value: Any) -> Decimal | None:

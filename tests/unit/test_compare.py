@@ -61,3 +61,20 @@ def test_atomic_lists_must_match_exactly() -> None:
 def test_missing_object_or_key_is_drift() -> None:
     assert not contains({}, {"metadata": {"labels": {"a": "b"}}})
     assert not contains({"metadata": {"labels": {}}}, {"metadata": {"labels": {"a": "b"}}})
+
+
+def test_zero_values_the_api_server_omits_count_as_present() -> None:
+    # Go's `omitempty` drops EnvVar.value == "" and Toleration.effect == "" from what the
+    # API server returns; re-applying them on every reconcile would never end.
+    desired = {
+        "env": [{"name": "HF_HUB_OFFLINE", "value": ""}],
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": ""}],
+        "hostNetwork": False,
+        "labels": {},
+    }
+    live = {
+        "env": [{"name": "HF_HUB_OFFLINE"}],
+        "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+    }
+    assert contains(live, desired)
+    assert not contains(live, {"env": [{"name": "HF_HUB_OFFLINE", "value": "1"}]})
