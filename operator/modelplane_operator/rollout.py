@@ -35,6 +35,7 @@ from .status import CRASH_LOOP, STORAGE_FAILED, Event, Problem, pod_problem
 
 PROMOTE_ANNOTATION = "modelplane.io/promote"
 RETRY_ANNOTATION = "modelplane.io/retry"
+INTERRUPTED = "Interrupted"  # history outcome of a rollout replaced before it finished
 CRASH_RESTARTS = 3  # restarts after which a crash loop or failing download fails the rollout
 HISTORY_CAP = 20
 
@@ -600,9 +601,10 @@ def _start_history(
         if h.get("revision") == previous_target and h.get("outcome") == PROGRESSING:
             h = {
                 **h,
-                "outcome": "Superseded",
+                # Not "Superseded": that one served; this one never finished its rollout.
+                "outcome": INTERRUPTED,
                 "finishedAt": to_text(now),
-                "message": f"superseded by revision {target} before it finished",
+                "message": f"replaced by revision {target} before it finished",
             }
         out.append(h)
     rev = revisions.get(target)

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from modelplane_operator.revisions import REVISION_LABEL, observe_revisions
-
-pytestmark = pytest.mark.unit
 
 
 def _deployment(revision: int, replicas: int) -> dict[str, Any]:

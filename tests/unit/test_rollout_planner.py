@@ -297,3 +297,19 @@ def test_resuming_a_paused_rollout_restarts_the_progress_clock() -> None:
         p = sim.step("v2", "2.0.0")
         assert p.phase == "Progressing", (p.phase, p.reason, p.message)
     assert p.memory.failed is None
+
+
+def test_a_revision_interrupted_in_its_canary_does_not_skip_it_later() -> None:
+    md = spec(strategy="Canary", canary={"steps": [{"weight": 25, "pause": {}}]})
+    sim = deployed(md)
+    for _ in range(10):
+        p = sim.step("v2", "2.0.0")
+    assert p.reason == "CanaryPaused"
+    for _ in range(3):
+        sim.step("v3", "3.0.0")  # the user moves on before promoting 2.0.0
+    outcomes = {h["revision"]: h["outcome"] for h in sim.history}
+    assert outcomes[2] == "Interrupted"
+    # Back to 2.0.0 (a git revert): it never passed its canary, so it starts one again.
+    for _ in range(10):
+        p = sim.step("v2", "2.0.0")
+    assert p.reason == "CanaryPaused" and sim.revisions[2].replicas == 1
