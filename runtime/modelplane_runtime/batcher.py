@@ -20,12 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 PredictFn = Callable[[Arrays], Arrays]
@@ -178,6 +181,8 @@ class DynamicBatcher(Executor):
         self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._busy = False
+        # False once a merged pass returned outputs that are not one row per input row.
+        self._rows_separate = True
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="modelplane-batcher")
@@ -281,18 +286,33 @@ class DynamicBatcher(Executor):
         if not live:
             return
         dispatched = asyncio.get_running_loop().time()
-        if len(live) == 1:
-            merged = live[0].inputs
-        else:
-            names = live[0].inputs.keys()
-            merged = {n: np.concatenate([p.inputs[n] for p in live]) for n in names}
+        if len(live) == 1 or not self._rows_separate:
+            for p in live:
+                await self._run_alone(p, dispatched)
+            return
+        names = live[0].inputs.keys()
+        merged = {n: np.concatenate([p.inputs[n] for p in live]) for n in names}
         rows = sum(p.rows for p in live)
         try:
             outputs, compute_s = await self._compute(merged)
-        except Exception as exc:
+        except Exception:
+            # One request's data can break a pass for all: run each alone, so only the
+            # request at fault gets the error.
             for p in live:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+                await self._run_alone(p, dispatched)
+            return
+        if any(a.ndim == 0 or a.shape[0] != rows for a in outputs.values()):
+            # The model does not return one output row per input row (it reduces over the
+            # batch): splitting would hand one client results made of others' data.
+            log.warning(
+                "the model's outputs do not keep batch rows apart (got shapes %s for %d "
+                "rows); serving every request alone from now on",
+                {n: list(a.shape) for n, a in outputs.items()},
+                rows,
+            )
+            self._rows_separate = False
+            for p in live:
+                await self._run_alone(p, dispatched)
             return
         self.on_batch(rows, compute_s)
         start = 0
@@ -302,3 +322,17 @@ class DynamicBatcher(Executor):
             if not p.future.done():
                 stats = BatchStats(dispatched - p.enqueued, compute_s, rows)
                 p.future.set_result((share, stats))
+
+    async def _run_alone(self, item: _Pending, dispatched: float) -> None:
+        if item.future.done():
+            return
+        try:
+            outputs, compute_s = await self._compute(item.inputs)
+        except Exception as exc:
+            if not item.future.done():
+                item.future.set_exception(exc)
+            return
+        self.on_batch(item.rows, compute_s)
+        if not item.future.done():
+            stats = BatchStats(dispatched - item.enqueued, compute_s, item.rows)
+            item.future.set_result((outputs, stats))

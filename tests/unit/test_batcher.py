@@ -189,19 +189,42 @@ def test_requests_of_other_shapes_run_in_their_own_passes() -> None:
     assert sorted(executed) == [2, 3]
 
 
-def test_a_failing_forward_pass_fails_every_request_in_it() -> None:
-    def broken(inputs: Arrays) -> Arrays:
-        raise ValueError("model fault")
+def test_a_request_that_breaks_the_forward_pass_fails_alone() -> None:
+    def breaks_on_negative(inputs: Arrays) -> Arrays:
+        if (inputs["x"] < 0).any():
+            raise ValueError("model fault")
+        return doubled(inputs)
+
+    inputs = [rows(1, 10 * i) for i in range(4)] + [rows(1, -100)]
 
     async def body(batcher: DynamicBatcher, executed: list[int]) -> list[Any]:
         return list(
-            await asyncio.gather(
-                *(request(batcher, rows(1, i)) for i in range(3)), return_exceptions=True
-            )
+            await asyncio.gather(*(request(batcher, x) for x in inputs), return_exceptions=True)
         )
 
-    results, _ = run_with_batcher(body, predict=broken)
-    assert all(isinstance(r, ValueError) for r in results)
+    results, executed = run_with_batcher(body, predict=breaks_on_negative)
+    for x, out in zip(inputs[:4], results[:4], strict=True):
+        np.testing.assert_array_equal(out, x * 2)
+    assert isinstance(results[4], ValueError)
+    assert sum(executed) == 4  # the good requests ran (again) alone; passes counted once
+
+
+def test_a_model_that_mixes_rows_is_never_split_across_clients() -> None:
+    def column_sums(inputs: Arrays) -> Arrays:
+        # One output row for the whole batch: no row belongs to one request.
+        return {"y": inputs["x"].sum(axis=0, keepdims=True)}
+
+    inputs = [rows(1, 10 * i) for i in range(4)]
+
+    async def body(batcher: DynamicBatcher, executed: list[int]) -> list[Any]:
+        first = list(await asyncio.gather(*(request(batcher, x) for x in inputs)))
+        second = list(await asyncio.gather(*(request(batcher, x) for x in inputs)))
+        return first + second
+
+    results, executed = run_with_batcher(body, predict=column_sums)
+    for x, out in zip(inputs * 2, results, strict=True):
+        np.testing.assert_array_equal(out, x)  # each request's own result, as unbatched
+    assert executed == [1] * 8  # after the first mixed pass, requests run alone
 
 
 def burst(in_flight: InFlight, size: int) -> None:
