@@ -65,6 +65,9 @@ def package_model(
     if unknown:
         raise PackageError(f"dynamic dimensions given for unknown inputs {unknown}")
     batch_dim = torch.export.Dim("batch", min=1, max=max_batch_size) if max_batch_size > 1 else None
+    if max_batch_size == 1:
+        # No dynamic batch: the program is specialised to its example's rows, so one row.
+        example_inputs = {n: t[:1] for n, t in example_inputs.items()}
     shapes: list[dict[int, Any]] = []
     input_specs = []
     for input_name, tensor in example_inputs.items():
@@ -92,6 +95,8 @@ def package_model(
     except Exception as exc:  # torch.export raises many error types for untraceable code
         raise PackageError(f"torch.export failed: {exc}") from exc
     output_specs = _output_specs(program, output_names, max_batch_size)
+    if max_batch_size > 0:
+        _check_batch_outputs(program, output_specs, next(iter(example_inputs.values())).shape[0])
     output_dir.mkdir(parents=True, exist_ok=True)
     artifact = output_dir / ARTIFACT_FILE
     torch.export.save(program, str(artifact))
@@ -132,6 +137,29 @@ def _output_specs(
     return specs
 
 
+def _check_batch_outputs(
+    program: torch.export.ExportedProgram, specs: Sequence[TensorSpec], example_rows: int
+) -> None:
+    """With a batch dimension, each output's first dimension must be the inputs' batch:
+    the batcher splits outputs row by row, so anything else would mix clients' data."""
+    placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
+    batch = [
+        n.meta["val"].shape[0]
+        for n in placeholders
+        if n.name in set(program.graph_signature.user_inputs)
+    ][0]
+    output_node = next(n for n in program.graph.nodes if n.op == "output")
+    for spec, arg in zip(specs, output_node.args[0], strict=True):
+        first = arg.meta["val"].shape[0]
+        if str(first) != str(batch):
+            raise PackageError(
+                f"output {spec.name!r} has first dimension {first} where the batch "
+                f"({example_rows} example rows) should be: with a max batch size above 0, "
+                "every output needs one row per input row (use --max-batch-size 0 for a "
+                "model without a batch dimension)"
+            )
+
+
 def load_factory(reference: str) -> Callable[..., Any]:
     """`package.module:callable` or `path/to/file.py:callable`."""
     target, sep, attribute = reference.rpartition(":")
@@ -162,7 +190,7 @@ def parse_input(text: str, batch: bool) -> tuple[str, torch.Tensor, list[int]]:
     if len(parts) != 3:
         raise PackageError(f"--input must be name:DATATYPE:shape, got {text!r}")
     input_name, datatype, raw_shape = parts
-    if datatype not in NUMPY_DTYPES or datatype == "BYTES":
+    if datatype not in TORCH_DATATYPES.values() or datatype == "BYTES":
         raise PackageError(f"--input {input_name}: unsupported datatype {datatype!r}")
     try:
         shape = [int(d) for d in raw_shape.split(",") if d.strip()]

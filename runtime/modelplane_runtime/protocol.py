@@ -47,8 +47,10 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
         body, binary = body[:json_len], body[json_len:]
     try:
         doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise bad_input(f"malformed JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError, bad UTF-8 and integers past the digit limit;
+        # RecursionError, nesting deeper than the parser goes.
+        raise bad_input(f"malformed JSON: {type(exc).__name__}: {exc}"[:300]) from None
     if not isinstance(doc, dict):
         raise bad_input("the request body must be a JSON object")
     raw_inputs = doc.get("inputs")
@@ -68,7 +70,8 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
     binary_default = params.get("binary_data_output") is True
     outputs: dict[str, bool] | None = None
     raw_outputs = doc.get("outputs")
-    if raw_outputs is not None:
+    # An empty list asks for nothing in particular: every output, as Triton answers.
+    if raw_outputs is not None and raw_outputs != []:
         if not isinstance(raw_outputs, list):
             raise bad_input("'outputs' must be a list")
         outputs = {}
@@ -134,14 +137,14 @@ def _from_binary(name: str, datatype: str, shape: list[int], count: int, chunk: 
             pos += length
         if len(items) != count:
             raise bad_input(f"input {name!r}: {len(items)} BYTES elements for shape {shape}")
-        return np.array(items, dtype=np.object_).reshape(shape)
+        return _shaped(np.array(items, dtype=np.object_), shape, name)
     dtype = NUMPY_DTYPES[datatype].newbyteorder("<")
     if len(chunk) != count * dtype.itemsize:
         raise bad_input(
             f"input {name!r}: {len(chunk)} bytes do not hold shape {shape} of {datatype}"
         )
     # A copy: frombuffer is read-only, and torch warns on non-writable arrays.
-    return np.frombuffer(chunk, dtype=dtype).astype(NUMPY_DTYPES[datatype]).reshape(shape)
+    return _shaped(np.frombuffer(chunk, dtype=dtype).astype(NUMPY_DTYPES[datatype]), shape, name)
 
 
 def _from_json(name: str, datatype: str, shape: list[int], count: int, data: Any) -> Array:
@@ -154,7 +157,7 @@ def _from_json(name: str, datatype: str, shape: list[int], count: int, data: Any
             if not isinstance(item, str):
                 raise bad_input(f"input {name!r}: BYTES data must be strings")
             items.append(item.encode("utf-8"))
-        return np.array(items, dtype=np.object_).reshape(shape)
+        return _shaped(np.array(items, dtype=np.object_), shape, name)
     try:
         array = np.asarray(data)
     except ValueError as exc:  # ragged nesting
@@ -175,7 +178,16 @@ def _from_json(name: str, datatype: str, shape: list[int], count: int, data: Any
             raise FloatingPointError
     except (FloatingPointError, OverflowError):
         raise bad_input(f"input {name!r}: values out of range for {datatype}") from None
-    return converted.reshape(shape)
+    return _shaped(converted, shape, name)
+
+
+def _shaped(array: Array, shape: list[int], name: str) -> Array:
+    # The element count matches already; numpy still refuses some shapes (more than 64
+    # dimensions, or sizes past what it can index, such as [0, 10**30]).
+    try:
+        return array.reshape(shape)
+    except (ValueError, OverflowError) as exc:
+        raise bad_input(f"input {name!r}: shape {shape} cannot be served: {exc}") from None
 
 
 def _flatten(data: Any, name: str) -> list[Any]:

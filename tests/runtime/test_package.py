@@ -118,3 +118,35 @@ def test_precision_needs_gpu(tmp_path: Path) -> None:
         LoadedModel.load(tmp_path / "metadata.json", precision="int4")
     with pytest.raises(ModelLoadError, match="Quantize before export"):
         LoadedModel.load(tmp_path / "metadata.json", precision="int8")
+
+
+def test_an_output_without_the_batch_dimension_is_refused(tmp_path: Path) -> None:
+    from modelplane_runtime.package import PackageError, package_model
+
+    class ColumnSums(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.sum(0, keepdim=True)  # one row for the whole batch
+
+    with pytest.raises(PackageError, match="first dimension"):
+        package_model(ColumnSums(), {"x": torch.ones(2, 4)}, tmp_path, max_batch_size=8)
+    assert not (tmp_path / "metadata.json").exists()
+
+
+def test_max_batch_size_one_exports_a_one_row_program_that_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["package", f"{EXAMPLES}:tiny_mlp", "-o", str(tmp_path), "--input", "x:FP32:-1,16"]
+    assert main([*args, "--max-batch-size", "1"]) == 0, capsys.readouterr().err
+    model = LoadedModel.load(tmp_path / "metadata.json")
+    model.warm_up()
+    x = np.ones((1, 16), np.float32)
+    assert model.validate({"x": x}) == 1
+    assert model.predict({"x": x})["output0"].shape == (1, 4)
+
+
+def test_a_datatype_torch_cannot_hold_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["package", f"{EXAMPLES}:tiny_mlp", "-o", str(tmp_path), "--input", "x:UINT16:-1,16"]
+    assert main(args) == 1
+    assert "unsupported datatype 'UINT16'" in capsys.readouterr().err

@@ -77,3 +77,54 @@ def test_json_numeric_data_keeps_its_dtype() -> None:
     doc = {"inputs": [{"name": "v", "shape": [2, 2], "datatype": "INT64", "data": [1, 2, 3, 4]}]}
     array = decode_request(json.dumps(doc).encode(), None).inputs["v"]
     assert array.dtype == np.int64 and array.tolist() == [[1, 2], [3, 4]]
+
+
+def _bad(body: bytes, header_length: str | None = None) -> str:
+    with pytest.raises(RuntimeServingError) as caught:
+        decode_request(body, header_length)
+    assert caught.value.kind is ErrorKind.BAD_INPUT
+    return caught.value.message
+
+
+def _request(shape: list[int], data: object) -> bytes:
+    tensor = {"name": "x", "datatype": "FP32", "shape": shape, "data": data}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+def test_json_too_deep_or_numbers_too_long_are_bad_input() -> None:
+    deep = b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":'
+    deep += b"[" * 100_000 + b"]" * 100_000 + b"}]}"
+    assert "malformed JSON" in _bad(deep)
+    huge_number = _request([1], [0]).replace(b"[0]", b"[" + b"9" * 5000 + b"]")
+    assert "malformed JSON" in _bad(huge_number)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [[1] * 70, [0, 10**30], [0, 2**40, 2**40], [2**63]],
+    ids=["too-many-dims", "dim-beyond-int64", "too-big", "int64-max"],
+)
+def test_shapes_numpy_cannot_build_are_bad_input(shape: list[int]) -> None:
+    assert "shape" in _bad(_request(shape, [1] if 0 not in shape else []))
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": shape,
+                    "parameters": {"binary_data_size": 0},
+                }
+            ]
+        }
+    ).encode()
+    assert "shape" in _bad(header, str(len(header)))
+
+
+def test_an_empty_outputs_list_asks_for_every_output() -> None:
+    body = json.dumps(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}], "outputs": []}
+    ).encode()
+    request = decode_request(body, None)
+    encoded = encode_response("m", "1", request, {"y": np.ones(1, np.float32)}, {"y": "FP32"})
+    assert [o["name"] for o in json.loads(encoded.body)["outputs"]] == ["y"]
