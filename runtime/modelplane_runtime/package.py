@@ -22,7 +22,6 @@ import torch
 from .metadata import (
     ARTIFACT_FILE,
     METADATA_FILE,
-    NUMPY_DTYPES,
     TORCH_DATATYPES,
     ModelMetadata,
     TensorSpec,
@@ -142,12 +141,12 @@ def _check_batch_outputs(
 ) -> None:
     """With a batch dimension, each output's first dimension must be the inputs' batch:
     the batcher splits outputs row by row, so anything else would mix clients' data."""
-    placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
-    batch = [
+    user_inputs = set(program.graph_signature.user_inputs)
+    batch = next(
         n.meta["val"].shape[0]
-        for n in placeholders
-        if n.name in set(program.graph_signature.user_inputs)
-    ][0]
+        for n in program.graph.nodes
+        if n.op == "placeholder" and n.name in user_inputs
+    )
     output_node = next(n for n in program.graph.nodes if n.op == "output")
     for spec, arg in zip(specs, output_node.args[0], strict=True):
         first = arg.meta["val"].shape[0]
