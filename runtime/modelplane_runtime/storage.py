@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import sys
 import tarfile
@@ -33,12 +34,25 @@ class StorageError(Exception):
 
 def redact(uri: str) -> str:
     """Drop user info and query (presigned URLs carry signatures there) from a URI."""
-    parts = urllib.parse.urlsplit(uri)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+    except ValueError:  # a bad port or bracket: show no more than the scheme
+        scheme = uri.partition("://")[0] if "://" in uri else ""
+        return f"{scheme}://<unparseable URI>" if scheme else "<unparseable URI>"
     query = "?<redacted>" if parts.query else ""
     return f"{parts.scheme}://{host}{parts.path}{query}"
+
+
+# In library messages: a URL's user info and query, however the library re-quoted them.
+_USERINFO = re.compile(r"(?<=://)[^/\s@'\"]*@")
+_QUERY = re.compile(r"(://[^\s'\"?]*)\?[^\s'\"]*")
+
+
+def _scrub(text: str) -> str:
+    return _QUERY.sub(r"\1?<redacted>", _USERINFO.sub("", text))
 
 
 def _filesystem(uri: str, env: dict[str, str]) -> tuple[Any, str]:
@@ -156,11 +170,11 @@ def _describe(exc: BaseException, uri: str) -> str:
     if isinstance(exc, PermissionError):
         return f"permission denied reading {redact(uri)}"
     text = " ".join(str(exc).split()) or type(exc).__name__
-    # Never echo a presigned URL's query string from a library message.
-    parts = urllib.parse.urlsplit(uri)
-    if parts.query:
-        text = text.replace(parts.query, "<redacted>")
-    return f"cannot fetch {redact(uri)}: {type(exc).__name__}: {text}"
+    # Never echo credentials or a presigned URL's signature from a library message.
+    query = uri.partition("?")[2]
+    if query:
+        text = text.replace(query, "<redacted>")
+    return f"cannot fetch {redact(uri)}: {type(exc).__name__}: {_scrub(text)}"
 
 
 def _report(message: str, env: dict[str, str]) -> None:

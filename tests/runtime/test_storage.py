@@ -239,3 +239,50 @@ def test_s3_prefix_and_tarball_through_a_local_moto_server(
         assert missing.returncode == 1 and "not found" in missing.stderr
     finally:
         server.stop()
+
+
+class _ExpiredHandler(http.server.BaseHTTPRequestHandler):
+    """HEAD succeeds, GET is refused: a presigned URL that expires mid-download."""
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        self.send_response(403)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_library_error_never_echoes_credentials_or_a_signature(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ExpiredHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        query = "X-Amz-Credential=AKIAXX%2F2023%2Fus&X-Amz-Signature=deadbeef"
+        uri = f"http://user:s3cr3t@127.0.0.1:{port}/model.tgz?{query}"
+        log = tmp_path / "termination-log"
+        result = run_storage(uri, str(tmp_path / "m"), MODELPLANE_TERMINATION_LOG=str(log))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 1
+    for text in (result.stderr, log.read_text()):
+        assert len(text.strip().splitlines()) == 1
+        for secret in ("s3cr3t", "deadbeef", "AKIAXX"):
+            assert secret not in text, text
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://u:p@127.0.0.1:99999/m.tgz?sig=S", "http://u:p@[::1/m.tgz?sig=S"]
+)
+def test_an_unparseable_uri_is_a_one_line_reason(uri: str, tmp_path: Path) -> None:
+    result = run_storage(uri, str(tmp_path / "m"))
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "sig=S" not in result.stderr and ":p@" not in result.stderr
