@@ -15,6 +15,8 @@ import prometheus_client
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from .errors import ErrorKind
+
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TRITON_FAMILIES = {
     "nv_inference_request_success": "Number of successful inference requests",
@@ -34,7 +36,9 @@ class _TritonCounters(Collector):
         self._labels = {"model": model, "version": version}
         self._lock = threading.Lock()
         self._values = dict.fromkeys(TRITON_FAMILIES, 0.0)
-        self._failures: dict[str, float] = {}
+        # Every reason from the start: a rate() over a reason that has not happened yet
+        # is then 0, not "no data".
+        self._failures = dict.fromkeys((kind.value for kind in ErrorKind), 0.0)
 
     def add(self, *amounts: tuple[str, float]) -> None:
         with self._lock:

@@ -313,9 +313,10 @@ class BearerAuth:
     """Requires `Authorization: Bearer <token>` on the API; probes and metrics stay open
     because kubelet and Prometheus scrape them without credentials."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, metrics: Metrics) -> None:
         self.app = app
         self.token = token.encode("utf-8")
+        self.metrics = metrics
 
     @staticmethod
     def _open(path: str) -> bool:
@@ -333,6 +334,8 @@ class BearerAuth:
         scheme, _, presented = header.partition(b" ")
         if scheme.lower() != b"bearer" or not hmac.compare_digest(presented.strip(), self.token):
             error = RuntimeServingError(ErrorKind.UNAUTHORIZED, "missing or wrong bearer token")
+            if scope["path"].endswith("/infer"):
+                self.metrics.request_failed(error.kind.value)
             response = error_response(error)
             response.headers["WWW-Authenticate"] = "Bearer"
             await response(scope, receive, send)
@@ -386,5 +389,5 @@ def create_app(settings: Settings) -> ASGIApp:
     app.state.service = service
     front: ASGIApp = FastInfer(app, infer)
     if settings.auth_token:
-        return BearerAuth(front, settings.auth_token)
+        return BearerAuth(front, settings.auth_token, service.metrics)
     return front

@@ -104,12 +104,15 @@ def test_bearer_token_guards_the_api_not_the_probes(
         tiny_model_dir, MODELPLANE_MODEL_NAME="tiny", MODELPLANE_AUTH_TOKEN="s3cret"
     )
     server.wait_ready()
+    failures = 'nv_inference_request_failure{model="tiny",reason="unauthorized",version="1"}'
+    assert f"{failures} 0.0" in server.get("/metrics").text
     url = f"{server.url}/v2/models/tiny/infer"
     assert httpx.post(url, json=TINY_BODY).status_code == 401
     wrong = httpx.post(url, json=TINY_BODY, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
     assert "bearer token" in wrong.json()["error"]
     assert server.get("/v2/models/tiny").status_code == 401
+    assert f"{failures} 2.0" in server.get("/metrics").text  # refused inferences count
     for open_path in ("/v2/health/live", "/v2/health/ready", "/v2/models/tiny/ready", "/metrics"):
         assert server.get(open_path).status_code == 200, open_path
     client = triton.InferenceServerClient(server.url.removeprefix("http://"))
