@@ -110,8 +110,9 @@ class Kube:
         return obj
 
     # ----------------------------------------------------------------- writes
-    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply ``obj`` (a Deployment or Service) and return the result."""
+    def apply(self, obj: Mapping[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        """Server-side apply ``obj`` (a Deployment or Service) and return the result; a dry
+        run only asks whether the API server would accept it."""
         meta = obj["metadata"]
         name, namespace, kind = meta["name"], meta["namespace"], obj["kind"]
         if kind not in APPLY_PATHS:
@@ -122,6 +123,8 @@ class Kube:
         body = json.dumps(obj, ensure_ascii=False).encode()
         path = APPLY_PATHS[kind].format(namespace=namespace, name=name)
         query = [("fieldManager", self.field_manager), ("force", "true")]
+        if dry_run:
+            query.append(("dryRun", "All"))
         headers = {"Content-Type": APPLY, "Accept": "application/json"}
 
         def call() -> Any:
@@ -135,7 +138,8 @@ class Kube:
                 raise ApiException(http_resp=resp)
             return resp
 
-        API_WRITES.labels(kind=kind, verb="apply").inc()
+        if not dry_run:
+            API_WRITES.labels(kind=kind, verb="apply").inc()
         resp: Any = _retry(call)
         result: dict[str, Any] = json.loads(resp.data)
         return result
@@ -154,11 +158,17 @@ class Kube:
         """Delete a Deployment, but only the one with this uid (not a successor)."""
         API_WRITES.labels(kind="Deployment", verb="delete").inc()
         body: Any = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
-        try:
-            _retry(lambda: self.apps.delete_namespaced_deployment(name, namespace, body=body))
-        except ApiException as exc:
-            if exc.status not in (404, 409):
-                raise
+
+        def call() -> None:
+            try:
+                self.apps.delete_namespaced_deployment(name, namespace, body=body)
+            except ApiException as exc:
+                # Gone already, or a successor of the same name (the uid precondition
+                # failed): nothing of ours to delete, and nothing to retry.
+                if exc.status not in (404, 409):
+                    raise
+
+        _retry(call)
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         API_WRITES.labels(kind="ModelDeployment", verb="patch-status").inc()

@@ -187,23 +187,34 @@ def _act_on_revisions(
     desired_hash: str,
 ) -> bool:
     wrote = False
-    for number, replicas in sorted(the_plan.replicas.items()):
+    applies: dict[int, dict[str, Any]] = {}
+    scales: dict[int, int] = {}
+    for number, replicas in the_plan.replicas.items():
         rev = revisions.get(number)
-        dep_name = deployment_name(md.name, number)
         if rev is None or rev.hash == desired_hash:
             # The spec's own template: apply it whole, which also reverts drift.
             desired = with_applied_hash(
                 build_deployment(md, config, number, desired_hash, replicas)
             )
-            if needs_apply(deployments.get(dep_name), desired):
-                kube.apply(desired)
-                log.info("applied Deployment %s/%s (%d replicas)", md.namespace, dep_name, replicas)
-                wrote = True
+            if needs_apply(deployments.get(deployment_name(md.name, number)), desired):
+                applies[number] = desired
         elif rev.replicas != replicas:
-            # An older template: only its size changes.
-            kube.scale_deployment(md.namespace, dep_name, replicas)
-            log.info("scaled Deployment %s/%s to %d", md.namespace, dep_name, replicas)
-            wrote = True
+            scales[number] = replicas  # an older template: only its size changes
+    if applies and scales:
+        # Admission cannot check everything in a pod template, so the API server may
+        # still refuse the spec's own one: ask first, before any serving revision shrinks.
+        for desired in applies.values():
+            kube.apply(desired, dry_run=True)
+    for number in sorted(applies.keys() | scales.keys()):
+        dep_name = deployment_name(md.name, number)
+        if number in applies:
+            kube.apply(applies[number])
+            replicas = the_plan.replicas[number]
+            log.info("applied Deployment %s/%s (%d replicas)", md.namespace, dep_name, replicas)
+        else:
+            kube.scale_deployment(md.namespace, dep_name, scales[number])
+            log.info("scaled Deployment %s/%s to %d", md.namespace, dep_name, scales[number])
+        wrote = True
     for number in the_plan.delete:
         dep_name = deployment_name(md.name, number)
         live = deployments.get(dep_name)

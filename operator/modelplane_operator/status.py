@@ -292,6 +292,13 @@ def invalid_spec_status(
         _condition("Progressing", False, INVALID_SPEC, message, generation, previous, now),
         _condition("Reconciling", False, INVALID_SPEC, message, generation, previous, now),
     ]
+    # What still serves is unchanged (nothing was written): Available, Degraded stay.
+    written = {c["type"] for c in conditions}
+    conditions += [
+        c
+        for c in previous.get("conditions") or ()
+        if isinstance(c, Mapping) and c.get("type") not in written
+    ]
     status = {**previous, "observedGeneration": generation, "conditions": conditions}
     return status, _events(previous, conditions)
 

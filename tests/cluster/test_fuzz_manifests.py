@@ -353,6 +353,35 @@ def test_a_child_the_api_server_refuses_is_reported_and_nothing_is_half_made(
 
 
 @pytest.mark.found(
+    "A new version whose Deployment the API server refused first scaled the serving "
+    "revision down (its scale came before the refused apply) and left it there"
+)
+def test_a_refused_new_version_leaves_the_serving_revision_whole(
+    cluster: Cluster, namespace: str, operator: Any
+) -> None:
+    from mdkit import wait_serving
+
+    rollout = {"maxSurge": 0, "maxUnavailable": 1}
+    cluster.apply(model_deployment("keeps", replicas=2, rollout=rollout), namespace)
+    wait_serving(cluster, namespace, "keeps", "1.0.0")
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}
+        }
+    }
+    refused = model_deployment("keeps", "2.0.0", replicas=2, rollout=rollout)
+    refused["spec"]["pod"] = {"affinity": affinity}
+    cluster.apply(refused, namespace)
+    md = wait_condition(cluster, "keeps", namespace, "Stalled", reason="InvalidSpec")
+    time.sleep(2)  # more reconciles: still nothing scaled down
+    deployment = get(cluster, "deployment", "keeps-r1", namespace)
+    assert deployment is not None and deployment["spec"]["replicas"] == 2
+    assert get(cluster, "deployment", "keeps-r2", namespace) is None
+    md = get(cluster, "md", "keeps", namespace)
+    assert condition(md, "Available")["status"] == "True"  # version 1.0.0 still serves
+
+
+@pytest.mark.found(
     "A new ModelDeployment asking for rollbackTo a revision that never existed got its "
     "Service but no Deployment"
 )
