@@ -295,7 +295,7 @@ def invalid_spec_status(
     # What still serves is unchanged (nothing was written): Available, Degraded stay.
     written = {c["type"] for c in conditions}
     conditions += [
-        c
+        dict(c)
         for c in previous.get("conditions") or ()
         if isinstance(c, Mapping) and c.get("type") not in written
     ]
