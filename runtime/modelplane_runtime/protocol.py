@@ -10,7 +10,7 @@ import dataclasses
 import json
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -67,7 +67,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
     if offset != len(binary):
         raise bad_input(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
     params = _params(doc.get("parameters"), "parameters")
-    binary_default = params.get("binary_data_output") is True
+    binary_default = _flag(params, "binary_data_output", False, "parameters")
     outputs: dict[str, bool] | None = None
     raw_outputs = doc.get("outputs")
     # An empty list asks for nothing in particular: every output, as Triton answers.
@@ -79,11 +79,21 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
             if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
                 raise bad_input(f"outputs[{index}] must be an object with a string 'name'")
             out_params = _params(raw.get("parameters"), f"outputs[{index}].parameters")
-            outputs[raw["name"]] = bool(out_params.get("binary_data", binary_default))
+            if raw["name"] in outputs:
+                raise bad_input(f"output {raw['name']!r} requested twice")
+            where = f"outputs[{index}].parameters"
+            outputs[raw["name"]] = _flag(out_params, "binary_data", binary_default, where)
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise bad_input("'id' must be a string")
     return InferRequest(request_id, inputs, outputs, binary_default)
+
+
+def _flag(params: dict[str, Any], key: str, default: bool, where: str) -> bool:
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise bad_input(f"{where}.{key} must be true or false, got {value!r}"[:200])
+    return value
 
 
 def _params(raw: Any, where: str) -> dict[str, Any]:
@@ -214,6 +224,14 @@ class EncodedResponse:
     json_length: int | None
 
 
+def check_requested_outputs(request: InferRequest, model_outputs: Iterable[str]) -> None:
+    """Refuse outputs the model does not have (before any compute is spent on them)."""
+    known = sorted(model_outputs)
+    unknown = sorted(set(request.outputs or ()) - set(known))
+    if unknown:
+        raise bad_input(f"unknown requested outputs {unknown}; model outputs are {known}")
+
+
 def encode_response(
     model_name: str,
     model_version: str,
@@ -225,10 +243,7 @@ def encode_response(
     if request.outputs is None:
         wanted: Sequence[tuple[str, bool]] = [(name, request.binary_by_default) for name in outputs]
     else:
-        unknown = sorted(set(request.outputs) - set(outputs))
-        if unknown:
-            known = sorted(outputs)
-            raise bad_input(f"unknown requested outputs {unknown}; model outputs are {known}")
+        check_requested_outputs(request, outputs)
         wanted = list(request.outputs.items())
     doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request.id is not None:

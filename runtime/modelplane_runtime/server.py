@@ -25,7 +25,7 @@ from .metadata import PLATFORM, find_metadata
 from .metrics import Metrics
 from .model import LoadedModel, ModelLoadError
 from .openapi import openapi_document
-from .protocol import HEADER_LENGTH, decode_request, encode_response
+from .protocol import HEADER_LENGTH, check_requested_outputs, decode_request, encode_response
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,7 @@ class InferEndpoint:
                 body = await _read_body(receive, declared, service.settings.max_request_bytes)
                 decoded = decode_request(body, header_length)
                 rows = model.validate(decoded.inputs)
+                check_requested_outputs(decoded, model.output_datatypes)
                 outputs, stats = await executor.run(decoded.inputs, rows)
                 encoded = encode_response(
                     name, service.settings.model_version, decoded, outputs, model.output_datatypes

@@ -117,3 +117,18 @@ def test_metrics_move_on_success_and_failure(tiny_server: RuntimeServer) -> None
     assert delta("nv_inference_request_duration_us") > 0
     assert delta("nv_inference_compute_infer_duration_us") > 0
     assert delta("modelplane_request_duration_seconds_count") == 1
+
+
+def test_an_unknown_requested_output_is_refused_before_any_compute(
+    tiny_server: RuntimeServer,
+) -> None:
+    before = scrape(tiny_server)
+    body = {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 16], "data": [0.0] * 16}],
+        "outputs": [{"name": "no_such_output"}],
+    }
+    answer = httpx.post(f"{tiny_server.url}/v2/models/tiny/infer", json=body)
+    assert answer.status_code == 400
+    assert "no_such_output" in answer.json()["error"]
+    after = scrape(tiny_server)
+    assert value(after, "nv_inference_exec_count") == value(before, "nv_inference_exec_count")

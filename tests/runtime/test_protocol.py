@@ -128,3 +128,23 @@ def test_an_empty_outputs_list_asks_for_every_output() -> None:
     request = decode_request(body, None)
     encoded = encode_response("m", "1", request, {"y": np.ones(1, np.float32)}, {"y": "FP32"})
     assert [o["name"] for o in json.loads(encoded.body)["outputs"]] == ["y"]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "where"),
+    [
+        ({"parameters": {"binary_data_output": "yes"}}, "binary_data_output"),
+        ({"outputs": [{"name": "y", "parameters": {"binary_data": "no"}}]}, "binary_data"),
+    ],
+)
+def test_binary_flags_must_be_booleans(parameters: dict[str, object], where: str) -> None:
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}
+    assert where in _bad(json.dumps({**body, **parameters}).encode())
+
+
+def test_duplicate_requested_outputs_are_bad_input() -> None:
+    body = {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}],
+        "outputs": [{"name": "y"}, {"name": "y", "parameters": {"binary_data": True}}],
+    }
+    assert "'y' requested twice" in _bad(json.dumps(body).encode())
