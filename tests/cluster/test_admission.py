@@ -79,6 +79,16 @@ CASES = [
     ),
     ("bad surge", variant("spec.rollout", {"maxSurge": "lots"}), "rollout.maxSurge must be"),
     (
+        "unavailable over 100%",
+        variant("spec.rollout", {"maxUnavailable": "200%"}),
+        "from 0% to 100%",
+    ),
+    (
+        "zero spelled 00%",
+        variant("spec.rollout", {"maxSurge": "00%", "maxUnavailable": 0}),
+        "rollout.maxSurge must be",
+    ),
+    (
         "canary without steps",
         variant("spec.rollout", {"strategy": "Canary"}),
         "Canary strategy needs",
