@@ -76,7 +76,7 @@ The operator's rules on namespaced resources (identical in content to deploy/rba
   verbs: [get, list, watch]
 - apiGroups: [modelplane.io]
   resources: [modeldeployments/status]
-  verbs: [get, patch, update]
+  verbs: [get, patch]
 - apiGroups: [modelplane.io]
   resources: [modeldeployments/finalizers]
   verbs: [update]  # owner references with blockOwnerDeletion
@@ -95,10 +95,7 @@ The operator's rules on namespaced resources (identical in content to deploy/rba
   verbs: [get, list, watch]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
+  verbs: [create]  # core/v1 events, created once per phase change
 {{- end }}
 
 {{/*
