@@ -198,6 +198,9 @@ def test_deploy_rbac_yaml_grants_no_more_than_the_operator_needs() -> None:
     assert ("", "secrets", "get") not in rules
     assert ("modelplane.io", "modeldeployments", "update") not in rules
     assert ("modelplane.io", "modeldeployments", "delete") not in rules
+    assert ("modelplane.io", "modeldeployments/status", "update") not in rules
+    assert ("", "events", "patch") not in rules  # events are created, never changed
+    assert not any(group == "events.k8s.io" for group, _, _ in rules)
     assert not any(verb == "*" or res == "*" for _, res, verb in rules)
 
 
@@ -473,3 +476,18 @@ def test_operator_image_is_slim_non_root_and_torch_free() -> None:
     ignore = (REPO / "operator" / "Dockerfile.dockerignore").read_text()
     for kept in ("pyproject.toml", "README.md", "operator/modelplane_operator/**"):
         assert f"!{kept}" in ignore
+
+
+def test_pod_labels_add_to_the_standard_ones_once_and_never_touch_the_selector() -> None:
+    part_of = "podLabels.app\\.kubernetes\\.io/part-of=x"
+    args = ["template", "rel", str(CHART), "--show-only", "templates/deployment.yaml"]
+    text = helm(*args, "--set", "podLabels.team=ml", "--set", part_of).stdout
+    # Once in the Deployment's labels, once in the pod's: a repeated key is invalid YAML
+    # to strict parsers and the last spelling would win.
+    assert text.count("app.kubernetes.io/part-of:") == 2, text
+    labels = yaml.safe_load(text)["spec"]["template"]["metadata"]["labels"]
+    assert labels["team"] == "ml" and labels["app.kubernetes.io/part-of"] == "x"
+    selector = "podLabels.app\\.kubernetes\\.io/name=other"
+    refused = helm(*args, "--set", selector, check=False)
+    assert refused.returncode != 0
+    assert "podLabels must not set app.kubernetes.io/name" in refused.stderr
