@@ -48,6 +48,19 @@ def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in status["conditions"]}
 
 
+def progressing(target_hash: str, since: float, **more: Any) -> Memory:
+    """Revision 2 rolling out over revision 1 since `since`."""
+    return Memory(
+        target=2,
+        target_hash=target_hash,
+        stable=1,
+        phase="Progressing",
+        started_at=since,
+        last_progress_at=since,
+        **more,
+    )
+
+
 def pending_gpu_pod() -> dict[str, Any]:
     return {
         "status": {
@@ -162,14 +175,7 @@ def test_one_failed_download_does_not_roll_back_but_repeated_failures_do() -> No
     for restarts, rolls_back in ((1, False), (CRASH_RESTARTS, True)):
         pod = _storage_pod({"waiting": {"reason": "CrashLoopBackOff"}}, 1, restarts)
         target = Revision(2, "h2", "2.0.0", "", "", 2, 2, 0, (pod, pod))
-        memory = Memory(
-            target=2,
-            target_hash="h2",
-            stable=1,
-            phase="Progressing",
-            started_at=1000.0,
-            last_progress_at=1000.0,
-        )
+        memory = progressing("h2", since=1000.0)
         p = plan(md, "h2", {1: stable, 2: target}, memory, [], {}, None, 1001.0, META)
         assert (p.memory.failed == 2) is rolls_back, (restarts, p.phase, p.message)
 
@@ -201,15 +207,7 @@ def test_rolled_back_is_ready_degraded_and_stalled_with_both_versions() -> None:
         1: revision(1, 2, 2, hash="h0", version="0.9.0"),
         2: revision(2, 1, 0, (crash,), version="1.0.0"),
     }
-    memory = Memory(
-        target=2,
-        target_hash="h1",
-        stable=1,
-        phase="Progressing",
-        started_at=990.0,
-        last_progress_at=990.0,
-        step_started_at=990.0,
-    )
+    memory = progressing("h1", since=990.0, step_started_at=990.0)
     p = plan(md, "h1", revisions, memory, [], {}, None, 1000.0, META)
     assert p.replicas == {1: 2, 2: 0}
     status, events = compute_status(md, p, revisions, [], CONFIG, {}, NOW)
