@@ -76,6 +76,20 @@ def pinned(cpus: set[int]) -> Callable[[], None]:
     return apply
 
 
+def cpu_times() -> list[int]:
+    """The machine's CPU time counters (/proc/stat): user, nice, system, idle, ..., steal."""
+    with open("/proc/stat") as stat:
+        return [int(v) for v in stat.readline().split()[1:]]
+
+
+def steal_share(before: list[int], after: list[int]) -> float:
+    """Share of CPU time the hypervisor gave to others (steal) between two readings:
+    above a few percent, the run's ratios are not to be trusted."""
+    delta = [b - a for a, b in zip(before, after, strict=False)]
+    total = sum(delta[:8])
+    return delta[7] / total if total and len(delta) > 7 else 0.0
+
+
 def group_cpu_s(pgid: int) -> float:
     """CPU seconds (user + system) of the live processes in a process group."""
     total = 0
@@ -628,6 +642,7 @@ def main() -> None:
             "concurrency": list(CONCURRENCY),
         },
     }
+    cpu_at_start = cpu_times()
     with tempfile.TemporaryDirectory(prefix="modelplane-bench-") as tmp:
         work = Path(tmp)
         for name in args.models.split(","):
@@ -636,11 +651,11 @@ def main() -> None:
             for log in work.glob("*.log"):
                 shutil.copy(log, Path(tempfile.gettempdir()) / f"modelplane-bench-{log.name}")
     results["machine"]["loadavg_at_end"] = os.getloadavg()
+    results["machine"]["cpu_steal_share"] = steal_share(cpu_at_start, cpu_times())
     args.out.mkdir(parents=True, exist_ok=True)
     if {"tiny", "compute"} <= results.keys():
         results["ratios"] = ratios(results)
         plot(results, args.out / "runtime.png")
-    (args.out / "runtime.json").write_text(json.dumps(results, indent=2) + "\n")
     for row in results.get("ratios", []):
         ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.2f}"
         if row.get("range"):
@@ -649,6 +664,17 @@ def main() -> None:
         if row["target"] == "context":
             verdict = "context"
         print(f"{row['check']:<72} {ratio:>17} (target {row['target']}): {verdict}")
+    steal = results["machine"]["cpu_steal_share"]
+    print(f"CPU time stolen by the hypervisor during the run: {steal:.1%}")
+    for name in args.models.split(","):
+        # The echo floor does the same work every round: its spread is the machine's noise.
+        rounds = results[name]["servers"].get("echo floor", {}).get("16", {}).get("rounds", [])
+        rates = [r["rps"] for r in rounds if r.get("rps")]
+        if rates:
+            spread = max(rates) / min(rates) - 1
+            results["machine"].setdefault("echo_floor_c16_round_spread", {})[name] = spread
+            print(f"{name}: the echo floor's c16 throughput varied by {spread:.0%} across rounds")
+    (args.out / "runtime.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out / 'runtime.json'} and runtime.png")
 
 
