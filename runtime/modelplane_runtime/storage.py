@@ -19,7 +19,9 @@ import shutil
 import sys
 import tarfile
 import tempfile
+import urllib.error
 import urllib.parse
+import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -160,13 +162,41 @@ def fetch(uri: str, dest: Path, sha256: str = "", env: dict[str, str] | None = N
     return sorted(p.name for p in dest.iterdir())
 
 
-def _describe(exc: BaseException, uri: str) -> str:
+def _http_status(uri: str, env: dict[str, str]) -> int | None:
+    """The status a HEAD request gets (None: no answer at all)."""
+    headers = {}
+    token = env.get("MODELPLANE_STORAGE_BEARER_TOKEN", "")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        request = urllib.request.Request(uri, method="HEAD", headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status: int = response.status
+            return status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, ValueError):
+        return None
+
+
+def _describe(exc: BaseException, uri: str, env: dict[str, str]) -> str:
     if isinstance(exc, StorageError):
         return str(exc)
     if isinstance(exc, FileNotFoundError):
-        # fsspec's HTTP filesystem reports an unreachable host as not found, too.
-        unreachable = " or unreachable" if uri.startswith(("http://", "https://")) else ""
-        return f"not found{unreachable}: {redact(uri)}"
+        if not uri.startswith(("http://", "https://")):
+            return f"not found: {redact(uri)}"
+        # fsspec's HTTP filesystem reports every failed HEAD as not found: ask once more
+        # for the status, since a wrong token is not a missing file.
+        status = _http_status(uri, env)
+        if status in (401, 403):
+            return (
+                f"access denied (HTTP {status}): {redact(uri)}: check "
+                "MODELPLANE_STORAGE_BEARER_TOKEN or the URL's signature"
+            )
+        if status is not None:
+            what = "not found" if status == 404 else "refused"
+            return f"{what} (HTTP {status}): {redact(uri)}"
+        return f"not found or unreachable: {redact(uri)}"
     if isinstance(exc, PermissionError):
         return f"permission denied reading {redact(uri)}"
     text = " ".join(str(exc).split()) or type(exc).__name__
@@ -202,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         names = fetch(args.uri, Path(args.dest), args.sha256, env)
     except Exception as exc:
-        _report(_describe(exc, args.uri), env)
+        _report(_describe(exc, args.uri, env), env)
         return 1
     print(f"modelplane-storage: {redact(args.uri)} -> {args.dest}: {', '.join(names)}")
     return 0

@@ -49,6 +49,12 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             return
         super().do_GET()
 
+    def do_HEAD(self) -> None:
+        if self.token and self.headers.get("Authorization") != f"Bearer {self.token}":
+            self.send_error(403, "forbidden")
+            return
+        super().do_HEAD()
+
     def log_message(self, format: str, *args: object) -> None:
         pass
 
@@ -135,11 +141,15 @@ def test_http_not_found_and_bearer_token(
     missing = run_storage(f"{url}/missing.tar.gz?X-Signature=topsecret", str(tmp_path / "a"))
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines() == [
-        f"modelplane-storage: not found or unreachable: {url}/missing.tar.gz?<redacted>"
+        f"modelplane-storage: not found (HTTP 404): {url}/missing.tar.gz?<redacted>"
     ]
     _Handler.token = "tok123"
     denied = run_storage(f"{url}/tiny.tar.gz", str(tmp_path / "b"))
-    assert denied.returncode == 1 and "403" in denied.stderr
+    assert denied.returncode == 1
+    assert "access denied (HTTP 403)" in denied.stderr, denied.stderr
+    assert "MODELPLANE_STORAGE_BEARER_TOKEN" in denied.stderr
+    unreachable = run_storage("http://127.0.0.1:9/m.tar.gz", str(tmp_path / "d"))
+    assert "not found or unreachable" in unreachable.stderr
     allowed = run_storage(
         f"{url}/tiny.tar.gz", str(tmp_path / "c"), MODELPLANE_STORAGE_BEARER_TOKEN="tok123"
     )
