@@ -37,7 +37,9 @@ PROMOTE_ANNOTATION = "modelplane.io/promote"
 RETRY_ANNOTATION = "modelplane.io/retry"
 INTERRUPTED = "Interrupted"  # history outcome of a rollout replaced before it finished
 CRASH_RESTARTS = 3  # restarts after which a crash loop or failing download fails the rollout
-HISTORY_CAP = 20
+# Every kept revision (up to the CRD's maximum revisionHistoryLimit, 50) plus the serving
+# and target ones: rollback and "served before" look revisions up in the history.
+HISTORY_CAP = 52
 
 # Rollout phases kept in status.rollout.phase
 PROGRESSING = "Progressing"

@@ -313,3 +313,15 @@ def test_a_revision_interrupted_in_its_canary_does_not_skip_it_later() -> None:
     for _ in range(10):
         p = sim.step("v2", "2.0.0")
     assert p.reason == "CanaryPaused" and sim.revisions[2].replicas == 1
+
+
+def test_history_covers_every_kept_revision_at_the_largest_limit() -> None:
+    body = md_body()
+    body["spec"]["revisionHistoryLimit"] = 50  # the CRD's maximum
+    body["spec"]["replicas"] = 1
+    sim = deployed(parse(body))
+    for n in range(2, 40):
+        sim.run(f"v{n}", f"{n}.0.0")
+    recorded = {h["revision"] for h in sim.history}
+    # Rollback and "served before" read the history: a kept revision must be in it.
+    assert set(sim.revisions) <= recorded
