@@ -7,8 +7,7 @@ from typing import Any
 
 from .compare import quantity
 from .manifests import GPU_PRODUCT_LABEL, GPU_RESOURCE
-
-TERMINAL_PHASES = ("Succeeded", "Failed")
+from .revisions import TERMINAL_PHASES
 
 
 def _count(value: Any) -> int:

@@ -17,7 +17,8 @@ from typing import Any
 
 REVISION_LABEL = "modelplane.io/revision"
 TEMPLATE_HASH = "modelplane.io/template-hash"
-FINISHED_PHASES = ("Failed", "Succeeded")
+# Pods in these phases hold no resources; they stay only until pod GC.
+TERMINAL_PHASES = ("Succeeded", "Failed")
 
 
 def template_hash(template: Mapping[str, Any]) -> str:
@@ -62,7 +63,7 @@ def observe_revisions(
     for pod in pods:
         # A Failed (evicted) or Succeeded pod stays until pod GC, holding no resources: it
         # must not keep its revision present, or an old revision never drains.
-        if (pod.get("status") or {}).get("phase") in FINISHED_PHASES:
+        if (pod.get("status") or {}).get("phase") in TERMINAL_PHASES:
             continue
         label = ((pod.get("metadata") or {}).get("labels") or {}).get(REVISION_LABEL, "")
         if label.isdigit():
