@@ -57,6 +57,11 @@ def _scrub(text: str) -> str:
     return _QUERY.sub(r"\1?<redacted>", _USERINFO.sub("", text))
 
 
+def _http_headers(env: dict[str, str]) -> dict[str, str]:
+    token = env.get("MODELPLANE_STORAGE_BEARER_TOKEN", "")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def _filesystem(uri: str, env: dict[str, str]) -> tuple[Any, str]:
     """An fsspec filesystem and the path within it, configured from the environment."""
     scheme, sep, rest = uri.partition("://")
@@ -72,11 +77,7 @@ def _filesystem(uri: str, env: dict[str, str]) -> tuple[Any, str]:
         root = Path(env.get("MODELPLANE_PVC_ROOT", "/mnt/pvc"))
         return fsspec.filesystem("file"), str(root / inner)
     if scheme in ("http", "https"):
-        headers = {}
-        token = env.get("MODELPLANE_STORAGE_BEARER_TOKEN", "")
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        return fsspec.filesystem(scheme, headers=headers), uri
+        return fsspec.filesystem(scheme, headers=_http_headers(env)), uri
     if scheme == "s3":
         _require("s3fs", "s3")
         endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
@@ -164,12 +165,8 @@ def fetch(uri: str, dest: Path, sha256: str = "", env: dict[str, str] | None = N
 
 def _http_status(uri: str, env: dict[str, str]) -> int | None:
     """The status a HEAD request gets (None: no answer at all)."""
-    headers = {}
-    token = env.get("MODELPLANE_STORAGE_BEARER_TOKEN", "")
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
     try:
-        request = urllib.request.Request(uri, method="HEAD", headers=headers)
+        request = urllib.request.Request(uri, method="HEAD", headers=_http_headers(env))
         with urllib.request.urlopen(request, timeout=10) as response:
             status: int = response.status
             return status
