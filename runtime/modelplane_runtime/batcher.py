@@ -243,9 +243,9 @@ class DynamicBatcher(Executor):
             if timer is not None:
                 timer.cancel()
 
-    def _plan(self) -> tuple[list[_Pending], int, bool]:
-        """The next batch in arrival order (the oldest request's signature), its rows, and
-        whether it is complete: as many requests as clients keep in flight, or no room."""
+    def _plan(self) -> tuple[list[_Pending], bool]:
+        """The next batch in arrival order (the oldest request's signature) and whether it
+        is complete: as many requests as clients keep in flight, or no room for more."""
         first = self._pending[0]
         batch = [first]
         rows = first.rows
@@ -259,7 +259,7 @@ class DynamicBatcher(Executor):
             batch.append(item)
             rows += item.rows
         full = full or rows >= self.max_batch_size or len(batch) >= self.in_flight.peak()
-        return batch, rows, full
+        return batch, full
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -267,53 +267,31 @@ class DynamicBatcher(Executor):
             while self._busy or not self._pending:
                 await self._sleep(None)
             deadline = self._pending[0].enqueued + self.max_queue_delay_s
-            batch, rows, full = self._plan()
+            batch, full = self._plan()
             while not full and loop.time() < deadline:
                 await self._sleep(deadline)
-                batch, rows, full = self._plan()
+                batch, full = self._plan()
             if not full:
                 self.in_flight.lower_peak(len(batch))
             taken = {id(item) for item in batch}
             self._pending = [item for item in self._pending if id(item) not in taken]
             self._busy = True
             try:
-                await self._execute(batch, rows)
+                await self._execute(batch)
             finally:
                 self._busy = False
 
-    async def _execute(self, batch: list[_Pending], rows: int) -> None:
+    async def _execute(self, batch: list[_Pending]) -> None:
         live = [p for p in batch if not p.future.cancelled()]
         if not live:
             return
         dispatched = asyncio.get_running_loop().time()
-        if len(live) == 1 or not self._rows_separate:
+        merged = await self._merged_pass(live) if len(live) > 1 else None
+        if merged is None:
             for p in live:
                 await self._run_alone(p, dispatched)
             return
-        names = live[0].inputs.keys()
-        merged = {n: np.concatenate([p.inputs[n] for p in live]) for n in names}
-        rows = sum(p.rows for p in live)
-        try:
-            outputs, compute_s = await self._compute(merged)
-        except Exception:
-            # One request's data can break a pass for all: run each alone, so only the
-            # request at fault gets the error.
-            for p in live:
-                await self._run_alone(p, dispatched)
-            return
-        if any(a.ndim == 0 or a.shape[0] != rows for a in outputs.values()):
-            # The model does not return one output row per input row (it reduces over the
-            # batch): splitting would hand one client results made of others' data.
-            log.warning(
-                "the model's outputs do not keep batch rows apart (got shapes %s for %d "
-                "rows); serving every request alone from now on",
-                {n: list(a.shape) for n, a in outputs.items()},
-                rows,
-            )
-            self._rows_separate = False
-            for p in live:
-                await self._run_alone(p, dispatched)
-            return
+        outputs, compute_s, rows = merged
         self.on_batch(rows, compute_s)
         start = 0
         for p in live:
@@ -322,6 +300,32 @@ class DynamicBatcher(Executor):
             if not p.future.done():
                 stats = BatchStats(dispatched - p.enqueued, compute_s, rows)
                 p.future.set_result((share, stats))
+
+    async def _merged_pass(self, live: list[_Pending]) -> tuple[Arrays, float, int] | None:
+        """One forward pass over every request, or None where the requests must run alone:
+        the pass failed (one request's data can break it for all, and only the request at
+        fault should get the error) or the model does not keep batch rows apart."""
+        if not self._rows_separate:
+            return None
+        names = live[0].inputs.keys()
+        merged = {n: np.concatenate([p.inputs[n] for p in live]) for n in names}
+        rows = sum(p.rows for p in live)
+        try:
+            outputs, compute_s = await self._compute(merged)
+        except Exception:
+            return None
+        if any(a.ndim == 0 or a.shape[0] != rows for a in outputs.values()):
+            # The model reduces over the batch: splitting would hand one client results
+            # made of others' data.
+            log.warning(
+                "the model's outputs do not keep batch rows apart (got shapes %s for %d "
+                "rows); serving every request alone from now on",
+                {n: list(a.shape) for n, a in outputs.items()},
+                rows,
+            )
+            self._rows_separate = False
+            return None
+        return outputs, compute_s, rows
 
     async def _run_alone(self, item: _Pending, dispatched: float) -> None:
         if item.future.done():
