@@ -94,8 +94,6 @@ def package_model(
     except Exception as exc:  # torch.export raises many error types for untraceable code
         raise PackageError(f"torch.export failed: {exc}") from exc
     output_specs = _output_specs(program, output_names, max_batch_size)
-    if max_batch_size > 0:
-        _check_batch_outputs(program, output_specs, next(iter(example_inputs.values())).shape[0])
     output_dir.mkdir(parents=True, exist_ok=True)
     artifact = output_dir / ARTIFACT_FILE
     torch.export.save(program, str(artifact))
@@ -124,6 +122,15 @@ def _output_specs(
         names = [f"output{i}" for i in range(len(values))]
     if len(names) != len(values):
         raise PackageError(f"{len(names)} output names given for {len(values)} outputs")
+    # The inputs' batch dimension (a symbol, or 1 with max batch size 1): every output must
+    # have it first, since the batcher splits outputs row by row; anything else would mix
+    # clients' data.
+    user_inputs = set(program.graph_signature.user_inputs)
+    batch = next(
+        n.meta["val"].shape[0]
+        for n in program.graph.nodes
+        if n.op == "placeholder" and n.name in user_inputs
+    )
     specs = []
     for out_name, value in zip(names, values, strict=True):
         assert isinstance(value, torch.Tensor)
@@ -131,32 +138,16 @@ def _output_specs(
         if max_batch_size > 0:
             if not shape:
                 raise PackageError(f"output {out_name!r} is a scalar, not batched")
+            if str(value.shape[0]) != str(batch):
+                raise PackageError(
+                    f"output {out_name!r} has first dimension {value.shape[0]} where the "
+                    "batch should be: with a max batch size above 0, every output needs one "
+                    "row per input row (use --max-batch-size 0 for a model without a batch "
+                    "dimension)"
+                )
             shape = (-1, *shape[1:])
         specs.append(TensorSpec(out_name, _datatype(value.dtype, f"output {out_name!r}"), shape))
     return specs
-
-
-def _check_batch_outputs(
-    program: torch.export.ExportedProgram, specs: Sequence[TensorSpec], example_rows: int
-) -> None:
-    """With a batch dimension, each output's first dimension must be the inputs' batch:
-    the batcher splits outputs row by row, so anything else would mix clients' data."""
-    user_inputs = set(program.graph_signature.user_inputs)
-    batch = next(
-        n.meta["val"].shape[0]
-        for n in program.graph.nodes
-        if n.op == "placeholder" and n.name in user_inputs
-    )
-    output_node = next(n for n in program.graph.nodes if n.op == "output")
-    for spec, arg in zip(specs, output_node.args[0], strict=True):
-        first = arg.meta["val"].shape[0]
-        if str(first) != str(batch):
-            raise PackageError(
-                f"output {spec.name!r} has first dimension {first} where the batch "
-                f"({example_rows} example rows) should be: with a max batch size above 0, "
-                "every output needs one row per input row (use --max-batch-size 0 for a "
-                "model without a batch dimension)"
-            )
 
 
 def load_factory(reference: str) -> Callable[..., Any]:
