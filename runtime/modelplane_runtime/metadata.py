@@ -18,6 +18,8 @@ METADATA_FILE = "metadata.json"
 ARTIFACT_FILE = "model.pt2"
 FORMAT = "modelplane/v1"
 PLATFORM = "pytorch_torch_export"
+# "" is a float program; "int8" runs int8 matrix multiplies that only the CPU serves.
+QUANTIZATIONS = ("", "int8")
 
 # Open Inference Protocol datatypes and their numpy equivalents. BYTES is carried as an
 # object array of `bytes`; BF16 has no numpy dtype and is used only inside the model.
@@ -91,6 +93,7 @@ class ModelMetadata:
     artifact: str = ARTIFACT_FILE
     name: str = ""
     artifact_sha256: str = ""
+    quantization: str = ""  # "int8": Linear layers quantized by `package --quantize int8`
 
     @property
     def batched(self) -> bool:
@@ -106,6 +109,7 @@ class ModelMetadata:
             "artifact_sha256": self.artifact_sha256,
             "torch_version": self.torch_version,
             "max_batch_size": self.max_batch_size,
+            "quantization": self.quantization,
             "inputs": [t.to_json() for t in self.inputs],
             "outputs": [t.to_json() for t in self.outputs],
         }
@@ -131,6 +135,12 @@ class ModelMetadata:
         artifact = raw.get("artifact", ARTIFACT_FILE)
         if not isinstance(artifact, str) or "/" in artifact or artifact.startswith("."):
             raise MetadataError("metadata.artifact must be a file name beside metadata.json")
+        quantization = raw.get("quantization", "")
+        if quantization not in QUANTIZATIONS:
+            raise MetadataError(
+                f"metadata.quantization {quantization!r} is not one this runtime serves "
+                f"({', '.join(repr(q) for q in QUANTIZATIONS)})"
+            )
         meta = cls(
             inputs=tuple(TensorSpec.from_json(t, f"inputs[{i}]") for i, t in enumerate(inputs)),
             outputs=tuple(TensorSpec.from_json(t, f"outputs[{i}]") for i, t in enumerate(outputs)),
@@ -139,6 +149,7 @@ class ModelMetadata:
             artifact=artifact,
             name=str(raw.get("name", "")),
             artifact_sha256=str(raw.get("artifact_sha256", "")),
+            quantization=quantization,
         )
         if meta.batched:
             for spec in (*meta.inputs, *meta.outputs):

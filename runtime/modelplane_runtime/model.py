@@ -86,21 +86,27 @@ class LoadedModel:
         if precision == "int8":
             raise ModelLoadError(
                 "MODELPLANE_PRECISION=int8 is not a load-time option: a torch.export program "
-                "cannot be re-quantized when it is loaded. Quantize before export (PT2E "
-                "quantization) and package the quantized program; it is served as it is"
+                "cannot be re-quantized when it is loaded. Package the model with "
+                "`modelplane package --quantize int8` and serve that artifact (on the CPU)"
             )
         if precision not in PRECISIONS:
             raise ModelLoadError(
                 f"MODELPLANE_PRECISION must be one of {', '.join(PRECISIONS)}, got {precision!r}"
             )
-        torch_device = resolve_device(device)
-        if precision in GPU_ONLY_PRECISIONS and torch_device.type != "cuda":
-            raise ModelLoadError(f"precision {precision} needs MODELPLANE_DEVICE=cuda")
         try:
             meta = read_metadata(metadata_path)
             check_torch_version(meta.torch_version, torch.__version__)
         except MetadataError as exc:
             raise ModelLoadError(str(exc)) from exc
+        if meta.quantization and device == "cuda":
+            raise ModelLoadError(
+                f"this artifact is {meta.quantization}-quantized (`modelplane package --quantize "
+                f"{meta.quantization}`), which runs on the CPU only; serve it with "
+                "MODELPLANE_DEVICE=cpu, or package the float model for a GPU"
+            )
+        torch_device = resolve_device(device)
+        if precision in GPU_ONLY_PRECISIONS and torch_device.type != "cuda":
+            raise ModelLoadError(f"precision {precision} needs MODELPLANE_DEVICE=cuda")
         artifact = metadata_path.parent / meta.artifact
         if not artifact.is_file():
             raise ModelLoadError(f"artifact {artifact} named by {metadata_path} does not exist")
@@ -119,7 +125,13 @@ class LoadedModel:
         if precision != "float32":
             module = module.to(PRECISIONS[precision])
         _bind_attributes(module)
-        log.info("loaded %s on %s (%s)", artifact, torch_device, precision)
+        log.info(
+            "loaded %s on %s (%s%s)",
+            artifact,
+            torch_device,
+            precision,
+            f", {meta.quantization} quantized" if meta.quantization else "",
+        )
         return cls(meta, module, torch_device, precision)
 
     def warm_up(self) -> float:

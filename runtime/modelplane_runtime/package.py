@@ -27,6 +27,8 @@ from .metadata import (
     TensorSpec,
     write_metadata,
 )
+from .quantize import METHODS as QUANTIZE_METHODS
+from .quantize import quantize_int8
 
 EXAMPLE_BATCH = 2
 EXAMPLE_DYNAMIC_DIM = 3
@@ -52,11 +54,17 @@ def package_model(
     max_batch_size: int = 32,
     dynamic_dims: Mapping[str, Sequence[int]] | None = None,
     output_names: Sequence[str] | None = None,
+    quantize: str = "",
 ) -> ModelMetadata:
     """Export `module` called positionally with `example_inputs` (in order) and write
-    `model.pt2` and `metadata.json` into `output_dir`. Returns the metadata written."""
+    `model.pt2` and `metadata.json` into `output_dir`. Returns the metadata written.
+
+    `quantize="int8"` first replaces the module's Linear layers (in place) by int8 ones
+    (see `quantize.py`); the program then runs on the CPU only."""
     if not example_inputs:
         raise PackageError("at least one example input is needed")
+    if quantize and quantize not in QUANTIZE_METHODS:
+        raise PackageError(f"quantize must be one of {list(QUANTIZE_METHODS)}, got {quantize!r}")
     if max_batch_size < 0:
         raise PackageError("max batch size must be >= 0 (0: the model has no batch dimension)")
     dynamic_dims = dynamic_dims or {}
@@ -87,6 +95,12 @@ def package_model(
         datatype = _datatype(tensor.dtype, f"input {input_name!r}")
         input_specs.append(TensorSpec(input_name, datatype, tuple(shape)))
     module = module.eval()
+    if quantize:
+        module, replaced = quantize_int8(module)
+        if not replaced:
+            raise PackageError(
+                "--quantize int8 quantizes nn.Linear layers, and this module has none"
+            )
     try:
         program = torch.export.export(
             module, tuple(example_inputs.values()), dynamic_shapes=tuple(shapes)
@@ -105,6 +119,7 @@ def package_model(
         artifact=ARTIFACT_FILE,
         name=name,
         artifact_sha256=hashlib.sha256(artifact.read_bytes()).hexdigest(),
+        quantization=quantize,
     )
     # Metadata last: its appearance marks a complete artifact for a waiting runtime.
     write_metadata(output_dir / METADATA_FILE, meta)
@@ -220,6 +235,14 @@ def add_package_parser(commands: Any) -> None:
     parser.add_argument("--output-name", action="append", default=[], help="output tensor names")
     parser.add_argument("--max-batch-size", type=int, default=32, help="0: no batch dimension")
     parser.add_argument("--name", default="", help="model name recorded in the metadata")
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTIZE_METHODS,
+        default="",
+        help="int8: int8 weights (per output channel) and activations (per row) for every "
+        "nn.Linear; about 4x faster on the CPU for large layers, ~1-2%% relative error; "
+        "the artifact then serves on the CPU only",
+    )
     parser.set_defaults(handler=_run_package)
 
 
@@ -251,6 +274,7 @@ def _run_package(args: argparse.Namespace) -> int:
             max_batch_size=args.max_batch_size,
             dynamic_dims=dynamic,
             output_names=args.output_name,
+            quantize=args.quantize,
         )
     except PackageError as exc:
         print(f"modelplane package: error: {exc}", file=sys.stderr)
@@ -261,5 +285,6 @@ def _run_package(args: argparse.Namespace) -> int:
         f"{[t.name for t in meta.inputs]} (forward takes {list(params)}), outputs "
         f"{[t.name for t in meta.outputs]}, max_batch_size {meta.max_batch_size}, "
         f"torch {meta.torch_version}"
+        + (f", {meta.quantization} quantized" if meta.quantization else "")
     )
     return 0

@@ -299,7 +299,10 @@ class Routes:
                 "platform": PLATFORM,
                 "inputs": [t.to_json() for t in meta.inputs],
                 "outputs": [t.to_json() for t in meta.outputs],
-                "parameters": {"max_batch_size": meta.max_batch_size},
+                "parameters": {
+                    "max_batch_size": meta.max_batch_size,
+                    **({"quantization": meta.quantization} if meta.quantization else {}),
+                },
             }
         )
 

@@ -116,7 +116,7 @@ def test_precision_needs_gpu(tmp_path: Path) -> None:
         LoadedModel.load(tmp_path / "metadata.json", device="cpu", precision="float16")
     with pytest.raises(ModelLoadError, match="MODELPLANE_PRECISION must be one of"):
         LoadedModel.load(tmp_path / "metadata.json", precision="int4")
-    with pytest.raises(ModelLoadError, match="Quantize before export"):
+    with pytest.raises(ModelLoadError, match="package --quantize int8"):
         LoadedModel.load(tmp_path / "metadata.json", precision="int8")
 
 
