@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.http as triton
-from conftest import StartServer
 from runtimekit import EXAMPLES
 
+from conftest import StartServer
 from modelplane_runtime.cli import main
 from modelplane_runtime.metadata import MetadataError, read_metadata
 from modelplane_runtime.model import LoadedModel, ModelLoadError
