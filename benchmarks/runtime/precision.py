@@ -10,8 +10,10 @@ through `predict` (NumPy in, NumPy FP32 out: the path a request takes, transfers
   largest absolute error and the relative L2 error of the whole output;
 - rows per second and the median latency at batch 1, 16, 64 and 256.
 
-A precision the runtime refuses (int8 today, float16/bfloat16 without CUDA) is recorded with
-the runtime's own error message instead of numbers. Results go to
+int8 is not a load-time setting: the same weights are packaged a second time with
+`quantize="int8"` (what `modelplane package --quantize int8` does) and that artifact is
+loaded at float32. A configuration the runtime refuses (float16/bfloat16 without CUDA) is
+recorded with the runtime's own error message instead of numbers. Results go to
 docs/benchmarks/precision.json and precision.md; ratios against float32 on the same device
 are printed.
 """
@@ -39,7 +41,11 @@ from modelplane_runtime.model import LoadedModel, ModelLoadError  # noqa: E402
 from modelplane_runtime.package import load_factory, package_model  # noqa: E402
 
 BATCHES = (1, 16, 64, 256)
-WIDTH = 512
+# name -> (factory in examples/models/mlp.py, input width, description)
+MODELS = {
+    "compute": ("compute_mlp", 512, "compute_mlp 512->2048->2048->512"),
+    "tiny": ("tiny_mlp", 16, "tiny_mlp 16->64->4"),
+}
 CONFIGS = (
     ("cpu", "float32"),
     ("cpu", "int8"),
@@ -49,18 +55,23 @@ CONFIGS = (
 )
 
 
-def build(work: Path) -> Path:
-    module = load_factory(f"{REPO / 'examples/models/mlp.py'}:compute_mlp")()
-    out = work / "compute"
-    package_model(module, {"x": torch.randn(2, WIDTH)}, out, name="compute", max_batch_size=256)
-    return out / "metadata.json"
+def build(work: Path, factory: str, width: int) -> dict[str, Path]:
+    """The same weights packaged as a float program and as an int8 one."""
+    module = load_factory(f"{REPO / 'examples/models/mlp.py'}:{factory}")()
+    example = {"x": torch.randn(2, width)}
+    artifacts = {}
+    for quantize in ("", "int8"):
+        out = work / factory / (quantize or "float")
+        package_model(module, example, out, name=factory, max_batch_size=256, quantize=quantize)
+        artifacts[quantize] = out / "metadata.json"
+    return artifacts
 
 
-def time_batches(model: LoadedModel, seconds: float) -> dict[str, dict[str, float]]:
+def time_batches(model: LoadedModel, width: int, seconds: float) -> dict[str, dict[str, float]]:
     rng = np.random.default_rng(1)
     results = {}
     for batch in BATCHES:
-        x = {"x": rng.standard_normal((batch, WIDTH), dtype=np.float32)}
+        x = {"x": rng.standard_normal((batch, width), dtype=np.float32)}
         for _ in range(5):
             model.predict(x)
         latencies = []
@@ -95,28 +106,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks")
     args = parser.parse_args()
     torch.manual_seed(0)
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as work:
-        metadata = build(Path(work))
-        reference_model = LoadedModel.load(metadata, device="cpu")
-        x = {"x": np.random.default_rng(0).standard_normal((256, WIDTH), dtype=np.float32)}
-        reference = reference_model.predict(x)["output0"]
-        rows: list[dict[str, Any]] = []
-        for device, precision in CONFIGS:
-            row: dict[str, Any] = {"device": device, "precision": precision}
-            try:
-                model = LoadedModel.load(metadata, device=device, precision=precision)
-            except ModelLoadError as exc:
-                row["refused"] = str(exc)
-                rows.append(row)
-                print(f"{device:4} {precision:8} refused: {exc}")
-                continue
-            model.warm_up()
-            row.update(accuracy(model, reference, x))
-            row["batches"] = time_batches(model, args.seconds)
-            rows.append(row)
-            del model
-            if device == "cuda":
-                torch.cuda.empty_cache()
+        for model_name, (factory, width, _) in MODELS.items():
+            rows += measure_model(
+                model_name, build(Path(work), factory, width), width, args.seconds
+            )
     add_ratios(rows)
     report = {
         "machine": {
@@ -125,7 +120,9 @@ def main() -> None:
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "torch": torch.__version__,
         },
-        "model": "compute_mlp 512->2048->2048->512 (examples/models/mlp.py)",
+        "models": {
+            name: f"{text} (examples/models/mlp.py)" for name, (_, _, text) in MODELS.items()
+        },
         "results": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -134,11 +131,43 @@ def main() -> None:
     print(markdown(report))
 
 
+def measure_model(
+    model_name: str, artifacts: dict[str, Path], width: int, seconds: float
+) -> list[dict[str, Any]]:
+    """Accuracy against float32 on the CPU and rows/s, for every configuration."""
+    reference_model = LoadedModel.load(artifacts[""], device="cpu")
+    x = {"x": np.random.default_rng(0).standard_normal((256, width), dtype=np.float32)}
+    reference = reference_model.predict(x)["output0"]
+    rows: list[dict[str, Any]] = []
+    for device, precision in CONFIGS:
+        row: dict[str, Any] = {"model": model_name, "device": device, "precision": precision}
+        # int8 is a packaging option: its artifact is loaded as it is.
+        metadata = artifacts["int8" if precision == "int8" else ""]
+        load_precision = "float32" if precision == "int8" else precision
+        try:
+            model = LoadedModel.load(metadata, device=device, precision=load_precision)
+        except ModelLoadError as exc:
+            row["refused"] = str(exc)
+            rows.append(row)
+            print(f"{model_name:8} {device:4} {precision:8} refused: {exc}")
+            continue
+        model.warm_up()
+        row.update(accuracy(model, reference, x))
+        row["batches"] = time_batches(model, width, seconds)
+        rows.append(row)
+        del model
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
 def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Speed-up against float32 on the same device, per batch size."""
-    baseline = {r["device"]: r for r in rows if r["precision"] == "float32" and "batches" in r}
+    """Speed-up against float32 on the same device, per model and batch size."""
+    baseline = {
+        (r["model"], r["device"]): r for r in rows if r["precision"] == "float32" and "batches" in r
+    }
     for row in rows:
-        base = baseline.get(row["device"])
+        base = baseline.get((row["model"], row["device"]))
         if "batches" not in row or base is None:
             continue
         for batch, numbers in row["batches"].items():
@@ -152,24 +181,24 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Precision benchmark",
         "",
-        f"Written by `benchmarks/runtime/precision.py`. Model: {report['model']}. "
-        f"torch {machine['torch']}, GPU: {machine['gpu'] or 'none'}, "
+        "Written by `benchmarks/runtime/precision.py`. Models: "
+        + "; ".join(f"{name}: {text}" for name, text in report["models"].items())
+        + f". torch {machine['torch']}, GPU: {machine['gpu'] or 'none'}, "
         f"{machine['cpu_threads']} CPU threads.",
         "",
         "Errors are against float32 on the CPU (256 rows); speed-up is rows/s against float32 "
         "on the same device.",
         "",
-        "| device | precision | max abs error | relative L2 error | "
+        "| model | device | precision | max abs error | relative L2 error | "
         + " | ".join(f"rows/s @{b} (speed-up)" for b in BATCHES)
         + " |",
-        "| --- | --- | --- | --- |" + " --- |" * len(BATCHES),
+        "| --- | --- | --- | --- | --- |" + " --- |" * len(BATCHES),
     ]
     for row in report["results"]:
+        config = f"| {row['model']} | {row['device']} | {row['precision']} |"
         if "refused" in row:
             lines.append(
-                f"| {row['device']} | {row['precision']} | refused: {row['refused']} | | "
-                + " | " * (len(BATCHES) - 1)
-                + " |"
+                f"{config} refused: {row['refused']} | | " + " | " * (len(BATCHES) - 1) + " |"
             )
             continue
         cells = []
@@ -180,7 +209,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{numbers['rows_per_s']:,.0f}" + (f" ({speedup:.2f}x)" if speedup else "")
             )
         lines.append(
-            f"| {row['device']} | {row['precision']} | {row['max_abs_error']:.2e} | "
+            f"{config} {row['max_abs_error']:.2e} | "
             f"{row['relative_l2_error']:.2e} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ metadata records tensor names, datatypes, shapes (-1 for dynamic) and the torch 
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import importlib
 import importlib.util
@@ -59,8 +60,8 @@ def package_model(
     """Export `module` called positionally with `example_inputs` (in order) and write
     `model.pt2` and `metadata.json` into `output_dir`. Returns the metadata written.
 
-    `quantize="int8"` first replaces the module's Linear layers (in place) by int8 ones
-    (see `quantize.py`); the program then runs on the CPU only."""
+    `quantize="int8"` exports a copy of the module whose Linear layers are int8 ones (see
+    `quantize.py`); the program then runs on the CPU only."""
     if not example_inputs:
         raise PackageError("at least one example input is needed")
     if quantize and quantize not in QUANTIZE_METHODS:
@@ -96,7 +97,8 @@ def package_model(
         input_specs.append(TensorSpec(input_name, datatype, tuple(shape)))
     module = module.eval()
     if quantize:
-        module, replaced = quantize_int8(module)
+        # A copy: the caller's module stays the float one it trained.
+        module, replaced = quantize_int8(copy.deepcopy(module))
         if not replaced:
             raise PackageError(
                 "--quantize int8 quantizes nn.Linear layers, and this module has none"

@@ -28,8 +28,10 @@ def _package_pair(tmp_path: Path, factory: str, width: int) -> tuple[LoadedModel
     torch.manual_seed(0)
     module = load_factory(f"{EXAMPLES}:{factory}")()
     example = {"x": torch.randn(2, width)}
-    package_model(module, example, tmp_path / "float", max_batch_size=64)
     package_model(module, example, tmp_path / "int8", max_batch_size=64, quantize="int8")
+    # The caller's module is left as it was: float Linear layers, packaged here after.
+    assert not any(isinstance(m, Int8Linear) for m in module.modules())
+    package_model(module, example, tmp_path / "float", max_batch_size=64)
     return (
         LoadedModel.load(tmp_path / "float" / "metadata.json"),
         LoadedModel.load(tmp_path / "int8" / "metadata.json"),
