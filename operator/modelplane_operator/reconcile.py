@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -170,6 +170,16 @@ def reconcile(
         _report(kube, body, previous, status, events)
         return Outcome("invalid", status)
 
+    if conflicts:
+        # Nothing was written, so nothing started: the rollout's memory (its progress
+        # clock above all) and history stay as they were, and no RolloutStarted is told.
+        # Once the name is free the rollout starts then, with its whole deadline.
+        the_plan = replace(
+            the_plan,
+            memory=Memory.from_status(previous.get("rollout")),
+            history=[dict(h) for h in previous.get("history") or ()],
+            events=[],
+        )
     status, events = compute_status(
         md, the_plan, revisions, conflicts, config, previous, to_text(now)
     )

@@ -203,6 +203,47 @@ def test_unowned_deployment_with_a_revision_name_is_left_alone(
     assert "modelplane" not in managers
 
 
+def test_a_conflict_does_not_start_the_rollout_clock(cluster: Cluster, namespace: str) -> None:
+    """While the next revision's name is taken nothing is created, so nothing has started:
+    once the name is free, the rollout gets its whole progress deadline (regression: the
+    clock ran during the conflict and the new revision was rolled back at once)."""
+    spec = {"rollout": {"progressDeadlineSeconds": 10}}
+    cluster.apply(model_deployment("later", **spec), namespace)
+    md = wait_condition(cluster, "later", namespace, "Ready", reason="AllReplicasReady")
+    before = {k: md["status"][k] for k in ("rollout", "history")}
+    foreign = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "later-r2"},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "later-squat"}},
+            "template": {
+                "metadata": {"labels": {"app": "later-squat"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1"}]},
+            },
+        },
+    }
+    cluster.apply(foreign, namespace)
+    cluster.apply(model_deployment("later", "2.0.0", **spec), namespace)
+    md = wait_condition(
+        cluster, "later", namespace, "Ready", status="False", reason="ResourceConflict"
+    )
+    time.sleep(12)  # longer than the progress deadline
+    md = get(cluster, "md", "later", namespace)
+    assert md is not None
+    # Nothing was created, so the rollout's memory and history say nothing happened.
+    assert {k: md["status"][k] for k in ("rollout", "history")} == before
+    reasons = [e["reason"] for e in events_for(cluster, "later", namespace)]
+    assert "RolloutStarted" not in reasons
+    cluster.kubectl("delete", "deployment", "later-r2", "-n", namespace)
+    md = wait_condition(cluster, "later", namespace, "Ready", reason="AllReplicasReady")
+    assert md["status"]["currentRevision"] == 2
+    assert md["status"]["currentVersion"] == "2.0.0"
+    outcomes = {h["revision"]: h.get("outcome") for h in md["status"]["history"]}
+    assert outcomes[2] not in ("RolledBack", "Failed"), md["status"]["history"]
+
+
 def test_delete_cascades_to_children(cluster: Cluster, namespace: str) -> None:
     cluster.apply(model_deployment("doomed"), namespace)
     wait_condition(cluster, "doomed", namespace, "Ready", reason="AllReplicasReady")
