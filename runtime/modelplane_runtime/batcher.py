@@ -13,6 +13,11 @@ traffic pays the max queue delay once, not for the rest of the window.
 
 Forward passes that take less CPU time than a thread hand-off run on the event loop; the
 others run one at a time on a dedicated thread so the loop keeps answering probes.
+
+A request whose client disconnects while it waits (in the batch queue, or for the compute
+thread; watched once it has waited 10 ms) is dropped before its forward pass starts: under
+overload, clients that time out and retry would otherwise have the server compute answers
+nobody reads.
 """
 
 from __future__ import annotations
@@ -21,17 +26,23 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+from .errors import ClientDisconnected
 
 log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 PredictFn = Callable[[Arrays], Arrays]
+# Returns when the client of a request has disconnected (it may never return).
+ClientGone = Callable[[], Awaitable[object]]
+T = TypeVar("T")
 # Forward passes cheaper than this (moving average of CPU seconds) run inline on the loop.
 INLINE_BELOW_S = 0.0003
 EMA_WEIGHT = 0.1
@@ -39,6 +50,8 @@ EMA_WEIGHT = 0.1
 PEAK_WINDOW_S = 1.0
 # A request admitted this soon after another one left came in the same event-loop pass.
 SAME_PASS_S = 0.0001
+# A waiting request's client is watched for a disconnect from this long on.
+WATCH_AFTER_S = 0.01
 
 
 @dataclasses.dataclass
@@ -57,11 +70,49 @@ class _Pending:
     signature: tuple[Any, ...]
     enqueued: float
     future: asyncio.Future[tuple[Arrays, BatchStats]]
+    taken: bool = False  # into a batch: it runs (and is counted) even if its client leaves
 
 
 def _signature(inputs: Arrays) -> tuple[Any, ...]:
     # Requests can share a forward pass only when every non-batch dimension agrees.
     return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(inputs.items()))
+
+
+async def _unless_client_gone(
+    waiting: asyncio.Future[T], client_gone: ClientGone, may_cancel: Callable[[], bool]
+) -> T:
+    """Await `waiting`; if the client disconnects first and `may_cancel()` agrees, cancel
+    it and raise ClientDisconnected.
+
+    The client is watched only once the request has waited WATCH_AFTER_S: a watcher task
+    costs about as much as a small model's share of a batched pass, and a request answered
+    sooner than that is not worth dropping; the overload this is for makes waits long.
+    """
+    watcher: asyncio.Future[object] | None = None
+
+    def on_gone(watch: asyncio.Future[object]) -> None:
+        if watch.cancelled() or watch.exception() is not None:
+            return  # stopped because the answer came first, or cannot tell: keep waiting
+        if not waiting.done() and may_cancel():
+            waiting.cancel()
+
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = asyncio.ensure_future(client_gone())
+        watcher.add_done_callback(on_gone)
+
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
+    try:
+        return await waiting
+    except asyncio.CancelledError:
+        # `waiting` cancelled by on_gone, not this task by its owner: the client is gone.
+        if waiting.cancelled() and watcher is not None and watcher.done():
+            raise ClientDisconnected from None
+        raise
+    finally:
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 class InFlight:
@@ -120,6 +171,11 @@ class Executor:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelplane-compute")
         self.on_batch: Callable[[int, float], None] = lambda rows, seconds: None
         self.in_flight = InFlight()
+        self._thread_waiters = 0  # requests handed to the compute thread, not yet back
+
+    def pending(self) -> int:
+        """Requests waiting for a forward pass to start (Triton's pending request count)."""
+        return max(0, self._thread_waiters - 1)  # one of them is running
 
     @contextlib.contextmanager
     def admit(self) -> Iterator[None]:
@@ -139,18 +195,55 @@ class Executor:
         self._typical_s = EMA_WEIGHT * cpu + (1 - EMA_WEIGHT) * self._typical_s
         return out, time.perf_counter() - start
 
-    async def _compute(self, inputs: Arrays) -> tuple[Arrays, float]:
+    async def _compute(
+        self, inputs: Arrays, client_gone: ClientGone | None = None
+    ) -> tuple[Arrays, float]:
         # A forward pass shorter than a thread hand-off runs on the event loop: the hop
         # (and the GIL hand-over that comes with it) would cost more than it frees.
         if self.inline_allowed and self._typical_s < INLINE_BELOW_S:
             return self._timed(inputs)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._timed, inputs)
+        self._thread_waiters += 1
+        try:
+            return await self._on_thread(loop, inputs, client_gone)
+        finally:
+            self._thread_waiters -= 1
 
-    async def run(self, inputs: Arrays, rows: int) -> tuple[Arrays, BatchStats]:
-        """One forward pass for one request."""
+    async def _on_thread(
+        self, loop: asyncio.AbstractEventLoop, inputs: Arrays, client_gone: ClientGone | None
+    ) -> tuple[Arrays, float]:
+        if client_gone is None:
+            return await loop.run_in_executor(self._pool, self._timed, inputs)
+        # Dropped only while it waits for the thread: a pass that has started finishes
+        # (and is counted), so metrics never miss a forward pass that ran.
+        lock = threading.Lock()
+        state = {"started": False, "dropped": False}
+
+        def job() -> tuple[Arrays, float] | None:
+            with lock:
+                if state["dropped"]:
+                    return None
+                state["started"] = True
+            return self._timed(inputs)
+
+        def may_cancel() -> bool:
+            with lock:
+                state["dropped"] = not state["started"]
+                return state["dropped"]
+
+        result = await _unless_client_gone(
+            loop.run_in_executor(self._pool, job), client_gone, may_cancel
+        )
+        assert result is not None  # None only for a dropped job, whose await raised
+        return result
+
+    async def run(
+        self, inputs: Arrays, rows: int, client_gone: ClientGone | None = None
+    ) -> tuple[Arrays, BatchStats]:
+        """One forward pass for one request. With `client_gone`, a request still waiting
+        when its client disconnects raises ClientDisconnected instead of running."""
         enqueued = time.perf_counter()
-        out, compute_s = await self._compute(inputs)
+        out, compute_s = await self._compute(inputs, client_gone)
         queue_s = max(0.0, time.perf_counter() - enqueued - compute_s)
         self.on_batch(rows, compute_s)
         return out, BatchStats(queue_s, compute_s, rows)
@@ -198,8 +291,10 @@ class DynamicBatcher(Executor):
         self._pending.clear()
         await super().stop()
 
-    async def run(self, inputs: Arrays, rows: int) -> tuple[Arrays, BatchStats]:
-        """Queue one request and wait for its share of a batch."""
+    async def run(
+        self, inputs: Arrays, rows: int, client_gone: ClientGone | None = None
+    ) -> tuple[Arrays, BatchStats]:
+        """Queue one request and wait for its share of a batch (see Executor.run)."""
         if self._task is None:
             raise RuntimeError("the batcher is not started")
         if self._idle() and self.in_flight.since_last_left() < SAME_PASS_S:
@@ -220,9 +315,15 @@ class DynamicBatcher(Executor):
             return out, BatchStats(0.0, compute_s, rows)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[Arrays, BatchStats]] = loop.create_future()
-        self._pending.append(_Pending(inputs, rows, _signature(inputs), loop.time(), future))
+        item = _Pending(inputs, rows, _signature(inputs), loop.time(), future)
+        self._pending.append(item)
         self._wake()
-        return await future
+        if client_gone is None:
+            return await future
+        return await _unless_client_gone(future, client_gone, lambda: not item.taken)
+
+    def pending(self) -> int:
+        return sum(1 for p in self._pending if not p.future.cancelled())
 
     def _idle(self) -> bool:
         return not self._busy and not self._pending and self.in_flight.peak() <= 1
@@ -261,25 +362,35 @@ class DynamicBatcher(Executor):
         full = full or rows >= self.max_batch_size or len(batch) >= self.in_flight.peak()
         return batch, full
 
+    def _drop_departed(self) -> bool:
+        """Forget queued requests whose client disconnected; True if any are left."""
+        if any(p.future.cancelled() for p in self._pending):
+            self._pending = [p for p in self._pending if not p.future.cancelled()]
+        return bool(self._pending)
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            while self._busy or not self._pending:
+            while self._busy or not self._drop_departed():
                 await self._sleep(None)
             deadline = self._pending[0].enqueued + self.max_queue_delay_s
             batch, full = self._plan()
             while not full and loop.time() < deadline:
                 await self._sleep(deadline)
+                if not self._drop_departed():
+                    break
                 batch, full = self._plan()
-            if not full:
-                self.in_flight.lower_peak(len(batch))
-            taken = {id(item) for item in batch}
-            self._pending = [item for item in self._pending if id(item) not in taken]
-            self._busy = True
-            try:
-                await self._execute(batch)
-            finally:
-                self._busy = False
+            else:  # the batch is complete, or its oldest request has waited long enough
+                if not full:
+                    self.in_flight.lower_peak(len(batch))
+                for item in batch:
+                    item.taken = True
+                self._pending = [item for item in self._pending if not item.taken]
+                self._busy = True
+                try:
+                    await self._execute(batch)
+                finally:
+                    self._busy = False
 
     async def _execute(self, batch: list[_Pending]) -> None:
         live = [p for p in batch if not p.future.cancelled()]

@@ -27,3 +27,7 @@ class RuntimeServingError(Exception):
 def bad_input(message: str) -> RuntimeServingError:
     """An error caused by the request (answered with 400)."""
     return RuntimeServingError(ErrorKind.BAD_INPUT, message)
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its answer was ready: there is no one to answer."""

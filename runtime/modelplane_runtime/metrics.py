@@ -9,7 +9,7 @@ counts, and cumulative microseconds for the `_duration_us` families).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import prometheus_client
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -18,6 +18,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from .errors import ErrorKind
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# A failure reason that is no ErrorKind: the client left before its answer was ready.
+CANCELLED = "cancelled"
 TRITON_FAMILIES = {
     "nv_inference_request_success": "Number of successful inference requests",
     "nv_inference_request_failure": "Number of failed inference requests",
@@ -38,7 +40,7 @@ class _TritonCounters(Collector):
         self._values = dict.fromkeys(TRITON_FAMILIES, 0.0)
         # Every reason from the start: a rate() over a reason that has not happened yet
         # is then 0, not "no data".
-        self._failures = dict.fromkeys((kind.value for kind in ErrorKind), 0.0)
+        self._failures = dict.fromkeys((*(kind.value for kind in ErrorKind), CANCELLED), 0.0)
 
     def add(self, *amounts: tuple[str, float]) -> None:
         with self._lock:
@@ -61,6 +63,23 @@ class _TritonCounters(Collector):
             else:
                 family.add_sample(name, self._labels, values[name])
             yield family
+
+
+class _PendingRequests(Collector):
+    """Triton's gauge of requests waiting for a forward pass, read at scrape time."""
+
+    def __init__(self, model: str, version: str) -> None:
+        self._labels = [model, version]
+        self.count: Callable[[], int] = lambda: 0
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "nv_inference_pending_request_count",
+            "Number of inference requests waiting for a model execution",
+            labels=["model", "version"],
+        )
+        gauge.add_metric(self._labels, self.count())
+        yield gauge
 
 
 class _GpuMemory(Collector):
@@ -95,6 +114,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         self._triton = _TritonCounters(model, version)
         self.registry.register(self._triton)
+        self._pending = _PendingRequests(model, version)
+        self.registry.register(self._pending)
         labels = ["model", "version"]
         self._batch_size = prometheus_client.Histogram(
             "modelplane_inference_batch_size",
@@ -111,6 +132,10 @@ class Metrics:
         ).labels(model, version)
         if gpu:
             self.registry.register(_GpuMemory())
+
+    def count_pending(self, count: Callable[[], int]) -> None:
+        """Read the pending request gauge from `count` (the executor's queue)."""
+        self._pending.count = count
 
     def batch_executed(self, rows: int, compute_s: float) -> None:
         self._triton.add(

@@ -20,9 +20,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import __version__
 from .batcher import DynamicBatcher, Executor
 from .config import Settings
-from .errors import ErrorKind, RuntimeServingError, bad_input
+from .errors import ClientDisconnected, ErrorKind, RuntimeServingError, bad_input
 from .metadata import PLATFORM, find_metadata
-from .metrics import Metrics
+from .metrics import CANCELLED, Metrics
 from .model import LoadedModel, ModelLoadError
 from .openapi import openapi_document
 from .protocol import HEADER_LENGTH, check_requested_outputs, decode_request, encode_response
@@ -91,6 +91,7 @@ class ModelService:
         else:
             executor = Executor(model.predict, typical_s)
         executor.on_batch = self.metrics.batch_executed
+        self.metrics.count_pending(executor.pending)
         executor.inline_allowed = model.device.type == "cpu"
         await executor.start()
         self.model, self.executor = model, executor
@@ -119,10 +120,6 @@ class ModelService:
         return self.model, self.executor
 
 
-class _Disconnected(Exception):
-    """The client went away before its request body arrived."""
-
-
 async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise bad_input(f"request body too large: {int(declared)} bytes, the limit is {limit}")
@@ -131,7 +128,7 @@ async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> by
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise _Disconnected
+            raise ClientDisconnected
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -139,6 +136,12 @@ async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> by
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _until_disconnected(receive: Receive) -> None:
+    # The body has been read whole, so the server's next message is the disconnect.
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class InferEndpoint:
@@ -161,8 +164,8 @@ class InferEndpoint:
     ) -> None:
         try:
             status, body, headers = await self._infer(name, version, scope, receive)
-        except _Disconnected:
-            return
+        except ClientDisconnected:
+            return  # nobody to answer
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -188,14 +191,17 @@ class InferEndpoint:
                 decoded = decode_request(body, header_length)
                 rows = model.validate(decoded.inputs)
                 check_requested_outputs(decoded, model.output_datatypes)
-                outputs, stats = await executor.run(decoded.inputs, rows)
+                outputs, stats = await executor.run(
+                    decoded.inputs, rows, lambda: _until_disconnected(receive)
+                )
                 encoded = encode_response(
                     name, service.settings.model_version, decoded, outputs, model.output_datatypes
                 )
         except RuntimeServingError as exc:
             service.metrics.request_failed(exc.kind.value)
             return self._error(exc)
-        except _Disconnected:
+        except ClientDisconnected:
+            service.metrics.request_failed(CANCELLED)
             raise
         except Exception as exc:
             # Only a model or runtime fault gets here: every bad input is rejected above.

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelplane_runtime.batcher import Arrays, DynamicBatcher, InFlight
+from modelplane_runtime.batcher import Arrays, DynamicBatcher, Executor, InFlight
+from modelplane_runtime.errors import ClientDisconnected
 
 pytestmark = pytest.mark.unit
 
@@ -23,6 +24,12 @@ def doubled(inputs: Arrays) -> Arrays:
 
 def slow_doubled(inputs: Arrays) -> Arrays:
     time.sleep(0.01)
+    return doubled(inputs)
+
+
+def slower_doubled(inputs: Arrays) -> Arrays:
+    # Long enough for a waiting request's client to be watched (WATCH_AFTER_S) meanwhile.
+    time.sleep(0.1)
     return doubled(inputs)
 
 
@@ -260,3 +267,79 @@ def test_a_lowered_peak_holds_until_more_requests_are_in_flight() -> None:
     assert in_flight.peak() == 1
     in_flight.enter()
     assert in_flight.peak() == 2
+
+
+def test_a_queued_request_whose_client_left_is_dropped_and_the_rest_served() -> None:
+    async def body(batcher: DynamicBatcher, executed: list[int]) -> Any:
+        gone = asyncio.Event()
+
+        async def leaving() -> np.ndarray[Any, Any]:
+            with batcher.admit():
+                await asyncio.sleep(0)
+                out, _ = await batcher.run({"x": rows(5, 1000)}, 5, gone.wait)
+                return out["y"]
+
+        first = asyncio.create_task(request(batcher, rows(1, 0)))  # occupies the model
+        await asyncio.sleep(0.002)
+        left = asyncio.create_task(leaving())
+        stays = asyncio.create_task(request(batcher, rows(2, 10)))
+        await asyncio.sleep(0.001)
+        assert batcher.pending() == 2
+        gone.set()
+        await asyncio.sleep(0)
+        with pytest.raises(ClientDisconnected):
+            await left
+        assert batcher.pending() == 1
+        return await first, await stays
+
+    (first, stays), executed = run_with_batcher(body, predict=slower_doubled, typical_compute_s=1.0)
+    np.testing.assert_array_equal(first, rows(1, 0) * 2)
+    np.testing.assert_array_equal(stays, rows(2, 10) * 2)
+    assert executed == [1, 2]  # the 5 rows of the departed client never ran
+
+
+def test_a_request_already_in_a_batch_is_finished_when_its_client_leaves() -> None:
+    async def body(batcher: DynamicBatcher, executed: list[int]) -> Any:
+        gone = asyncio.Event()
+        first = asyncio.create_task(request(batcher, rows(1, 0)))
+        await asyncio.sleep(0.002)
+        with batcher.admit():
+            task = asyncio.create_task(batcher.run({"x": rows(3, 50)}, 3, gone.wait))
+            await asyncio.sleep(0.15)  # the first pass ends (0.1 s), this one is taken and runs
+            assert batcher.pending() == 0 and not task.done()
+            gone.set()
+            out, _ = await task
+        await first
+        return out["y"]
+
+    got, executed = run_with_batcher(
+        body, max_queue_delay_s=0.005, predict=slower_doubled, typical_compute_s=1.0
+    )
+    np.testing.assert_array_equal(got, rows(3, 50) * 2)
+    assert executed == [1, 3]
+
+
+def test_a_request_waiting_for_the_compute_thread_is_dropped_when_its_client_leaves() -> None:
+    async def main() -> tuple[list[int], int]:
+        executed: list[int] = []
+        executor = Executor(slower_doubled, typical_compute_s=1.0)  # thread path
+        executor.on_batch = lambda rows, seconds: executed.append(rows)
+        gone = asyncio.Event()
+        try:
+            first = asyncio.create_task(executor.run({"x": rows(1, 0)}, 1))
+            await asyncio.sleep(0.002)
+            left = asyncio.create_task(executor.run({"x": rows(4, 9)}, 4, gone.wait))
+            await asyncio.sleep(0.001)
+            waiting = executor.pending()
+            gone.set()
+            with pytest.raises(ClientDisconnected):
+                await left
+            await first
+            await asyncio.sleep(0.15)  # a dropped job that ran anyway would show up here
+        finally:
+            await executor.stop()
+        return executed, waiting
+
+    executed, waiting = asyncio.run(main())
+    assert waiting == 1
+    assert executed == [1]
