@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from clusterkit import Cluster
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 VALID: dict[str, Any] = {
     "apiVersion": "modelplane.io/v1alpha1",
@@ -160,3 +164,16 @@ def test_kubectl_explain_reads_the_field_descriptions(cluster: Cluster, crds: No
     assert "pvc://claim/path" in out
     out = cluster.kubectl("explain", "md.spec.runtime.gpu").stdout
     assert "nvidia.com/gpu" in out
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_manifest_is_accepted(
+    cluster: Cluster, namespace: str, crds: None, path: Path
+) -> None:
+    """What the README points users at must pass admission as it is."""
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert docs, f"{path} holds no manifest"
+    proc = cluster.kubectl(
+        "apply", "--dry-run=server", "-n", namespace, "-f", str(path), check=False
+    )
+    assert proc.returncode == 0, proc.stderr
