@@ -12,7 +12,7 @@ through `predict` (NumPy in, NumPy FP32 out: the path a request takes, transfers
 
 int8 is not a load-time setting: the same weights are packaged a second time with
 `quantize="int8"` (what `modelplane package --quantize int8` does) and that artifact is
-loaded at float32. A configuration the runtime refuses (float16/bfloat16 without CUDA) is
+loaded as it is. A configuration the runtime refuses (float16/bfloat16 without CUDA) is
 recorded with the runtime's own error message instead of numbers. Results go to
 docs/benchmarks/precision.json and precision.md; ratios against float32 on the same device
 are printed.
@@ -141,11 +141,10 @@ def measure_model(
     rows: list[dict[str, Any]] = []
     for device, precision in CONFIGS:
         row: dict[str, Any] = {"model": model_name, "device": device, "precision": precision}
-        # int8 is a packaging option: its artifact is loaded as it is.
+        # int8 is a packaging option: the int8 artifact, loaded as it is.
         metadata = artifacts["int8" if precision == "int8" else ""]
-        load_precision = "float32" if precision == "int8" else precision
         try:
-            model = LoadedModel.load(metadata, device=device, precision=load_precision)
+            model = LoadedModel.load(metadata, device=device, precision=precision)
         except ModelLoadError as exc:
             row["refused"] = str(exc)
             rows.append(row)

@@ -70,7 +70,7 @@ class _Pending:
     signature: tuple[Any, ...]
     enqueued: float
     future: asyncio.Future[tuple[Arrays, BatchStats]]
-    taken: bool = False  # into a batch: it runs (and is counted) even if its client leaves
+    started: bool = False  # its forward pass began: it finishes even if its client leaves
 
 
 def _signature(inputs: Arrays) -> tuple[Any, ...]:
@@ -89,11 +89,14 @@ async def _unless_client_gone(
     sooner than that is not worth dropping; the overload this is for makes waits long.
     """
     watcher: asyncio.Future[object] | None = None
+    dropped = False
 
     def on_gone(watch: asyncio.Future[object]) -> None:
+        nonlocal dropped
         if watch.cancelled() or watch.exception() is not None:
             return  # stopped because the answer came first, or cannot tell: keep waiting
         if not waiting.done() and may_cancel():
+            dropped = True
             waiting.cancel()
 
     def start_watching() -> None:
@@ -105,8 +108,10 @@ async def _unless_client_gone(
     try:
         return await waiting
     except asyncio.CancelledError:
-        # `waiting` cancelled by on_gone, not this task by its owner: the client is gone.
-        if waiting.cancelled() and watcher is not None and watcher.done():
+        # Cancelled by on_gone, and not this task by its owner (a shutdown, a timeout):
+        # the client is gone. The owner's cancellation always goes through.
+        task = asyncio.current_task()
+        if dropped and (task is None or not task.cancelling()):
             raise ClientDisconnected from None
         raise
     finally:
@@ -274,6 +279,7 @@ class DynamicBatcher(Executor):
         self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._busy = False
+        self._executing: list[_Pending] = []  # the batch being run, for pending()
         # False once a merged pass returned outputs that are not one row per input row.
         self._rows_separate = True
 
@@ -320,10 +326,11 @@ class DynamicBatcher(Executor):
         self._wake()
         if client_gone is None:
             return await future
-        return await _unless_client_gone(future, client_gone, lambda: not item.taken)
+        return await _unless_client_gone(future, client_gone, lambda: not item.started)
 
     def pending(self) -> int:
-        return sum(1 for p in self._pending if not p.future.cancelled())
+        waiting = (p for p in (*self._pending, *self._executing) if not p.started)
+        return sum(1 for p in waiting if not p.future.done())
 
     def _idle(self) -> bool:
         return not self._busy and not self._pending and self.in_flight.peak() <= 1
@@ -373,24 +380,28 @@ class DynamicBatcher(Executor):
         while True:
             while self._busy or not self._drop_departed():
                 await self._sleep(None)
-            deadline = self._pending[0].enqueued + self.max_queue_delay_s
             batch, full = self._plan()
-            while not full and loop.time() < deadline:
-                await self._sleep(deadline)
+            while not full and loop.time() < self._deadline():
+                await self._sleep(self._deadline())
                 if not self._drop_departed():
                     break
                 batch, full = self._plan()
             else:  # the batch is complete, or its oldest request has waited long enough
                 if not full:
                     self.in_flight.lower_peak(len(batch))
-                for item in batch:
-                    item.taken = True
-                self._pending = [item for item in self._pending if not item.taken]
+                taken = {id(item) for item in batch}
+                self._pending = [item for item in self._pending if id(item) not in taken]
                 self._busy = True
+                self._executing = batch
                 try:
                     await self._execute(batch)
                 finally:
                     self._busy = False
+                    self._executing = []
+
+    def _deadline(self) -> float:
+        # The oldest request still queued: one that left does not hurry the others.
+        return self._pending[0].enqueued + self.max_queue_delay_s
 
     async def _execute(self, batch: list[_Pending]) -> None:
         live = [p for p in batch if not p.future.cancelled()]
@@ -399,6 +410,8 @@ class DynamicBatcher(Executor):
         dispatched = asyncio.get_running_loop().time()
         merged = await self._merged_pass(live) if len(live) > 1 else None
         if merged is None:
+            for p in live:
+                p.started = False  # each waits for its own pass, and may still be dropped
             for p in live:
                 await self._run_alone(p, dispatched)
             return
@@ -421,6 +434,8 @@ class DynamicBatcher(Executor):
         names = live[0].inputs.keys()
         merged = {n: np.concatenate([p.inputs[n] for p in live]) for n in names}
         rows = sum(p.rows for p in live)
+        for p in live:
+            p.started = True
         try:
             outputs, compute_s = await self._compute(merged)
         except Exception:
@@ -441,6 +456,7 @@ class DynamicBatcher(Executor):
     async def _run_alone(self, item: _Pending, dispatched: float) -> None:
         if item.future.done():
             return
+        item.started = True
         try:
             outputs, compute_s = await self._compute(item.inputs)
         except Exception as exc:

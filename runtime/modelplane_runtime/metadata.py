@@ -135,7 +135,7 @@ class ModelMetadata:
         artifact = raw.get("artifact", ARTIFACT_FILE)
         if not isinstance(artifact, str) or "/" in artifact or artifact.startswith("."):
             raise MetadataError("metadata.artifact must be a file name beside metadata.json")
-        quantization = raw.get("quantization", "")
+        quantization = raw.get("quantization") or ""
         if quantization not in QUANTIZATIONS:
             raise MetadataError(
                 f"metadata.quantization {quantization!r} is not one this runtime serves "

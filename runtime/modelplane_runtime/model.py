@@ -83,26 +83,37 @@ class LoadedModel:
         cls, metadata_path: Path, device: str = "cpu", precision: str = "float32"
     ) -> LoadedModel:
         """Read metadata, check it against this torch, load the program onto the device."""
-        if precision == "int8":
+        if precision not in (*PRECISIONS, "int8"):
             raise ModelLoadError(
-                "MODELPLANE_PRECISION=int8 is not a load-time option: a torch.export program "
-                "cannot be re-quantized when it is loaded. Package the model with "
-                "`modelplane package --quantize int8` and serve that artifact (on the CPU)"
-            )
-        if precision not in PRECISIONS:
-            raise ModelLoadError(
-                f"MODELPLANE_PRECISION must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+                f"MODELPLANE_PRECISION must be one of {', '.join(PRECISIONS)}, int8; "
+                f"got {precision!r}"
             )
         try:
             meta = read_metadata(metadata_path)
             check_torch_version(meta.torch_version, torch.__version__)
         except MetadataError as exc:
             raise ModelLoadError(str(exc)) from exc
-        if meta.quantization and device == "cuda":
+        if meta.quantization:
+            quantized = (
+                f"this artifact is {meta.quantization}-quantized (`modelplane package "
+                f"--quantize {meta.quantization}`)"
+            )
+            if device == "cuda":
+                raise ModelLoadError(
+                    f"{quantized}, which runs on the CPU only; serve it with "
+                    "MODELPLANE_DEVICE=cpu (no GPU), or package the float model for a GPU"
+                )
+            if precision not in ("float32", meta.quantization):
+                raise ModelLoadError(
+                    f"{quantized}: it computes as packaged, so MODELPLANE_PRECISION must be "
+                    f"float32 (the default) or {meta.quantization}, not {precision}"
+                )
+            precision = "float32"  # the program's own int8 layers; nothing is cast
+        elif precision == "int8":
             raise ModelLoadError(
-                f"this artifact is {meta.quantization}-quantized (`modelplane package --quantize "
-                f"{meta.quantization}`), which runs on the CPU only; serve it with "
-                "MODELPLANE_DEVICE=cpu, or package the float model for a GPU"
+                "MODELPLANE_PRECISION=int8 needs an int8 artifact: a torch.export program "
+                "cannot be re-quantized when it is loaded. Package the model with "
+                "`modelplane package --quantize int8` and serve that artifact (on the CPU)"
             )
         torch_device = resolve_device(device)
         if precision in GPU_ONLY_PRECISIONS and torch_device.type != "cuda":

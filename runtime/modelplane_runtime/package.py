@@ -108,7 +108,13 @@ def package_model(
             module, tuple(example_inputs.values()), dynamic_shapes=tuple(shapes)
         )
     except Exception as exc:  # torch.export raises many error types for untraceable code
-        raise PackageError(f"torch.export failed: {exc}") from exc
+        hint = (
+            " (with --quantize int8: the module's code may read a Linear layer's weight "
+            "or bias directly, which int8 layers do not have; package it without --quantize)"
+            if quantize
+            else ""
+        )
+        raise PackageError(f"torch.export failed: {exc}{hint}") from exc
     output_specs = _output_specs(program, output_names, max_batch_size)
     output_dir.mkdir(parents=True, exist_ok=True)
     artifact = output_dir / ARTIFACT_FILE

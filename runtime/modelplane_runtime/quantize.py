@@ -70,14 +70,30 @@ class Int8Linear(nn.Module):
 
 
 def quantize_int8(module: nn.Module) -> tuple[nn.Module, int]:
-    """Replace every float `nn.Linear` in `module` (in place) by an `Int8Linear`; return
-    the module (a new one when `module` is itself a Linear) and how many were replaced."""
-    if isinstance(module, nn.Linear) and module.weight.is_floating_point():
+    """Replace every plain float `nn.Linear` in `module` (in place) by an `Int8Linear`;
+    return the module (a new one when `module` is itself a Linear) and how many Linear
+    layers were quantized.
+
+    Only `nn.Linear` itself: its subclasses are read in other ways by their owners
+    (`nn.MultiheadAttention` reads `out_proj.weight` directly), so they stay float. A
+    Linear shared by several parents stays shared (one Int8Linear).
+    """
+    if _quantizable(module):
+        assert isinstance(module, nn.Linear)
         return Int8Linear(module), 1
-    replaced = 0
+    replacements: dict[int, Int8Linear] = {}
     for parent in list(module.modules()):
-        for child_name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear) and child.weight.is_floating_point():
-                setattr(parent, child_name, Int8Linear(child))
-                replaced += 1
-    return module, replaced
+        if isinstance(parent, nn.MultiheadAttention | Int8Linear):
+            continue
+        # _modules, not named_children(), which lists a module held twice only once.
+        for child_name, child in list(parent._modules.items()):
+            if child is not None and _quantizable(child):
+                assert isinstance(child, nn.Linear)
+                if id(child) not in replacements:
+                    replacements[id(child)] = Int8Linear(child)
+                setattr(parent, child_name, replacements[id(child)])
+    return module, len(replacements)
+
+
+def _quantizable(module: nn.Module) -> bool:
+    return type(module) is nn.Linear and module.weight.is_floating_point()

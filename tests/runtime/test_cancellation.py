@@ -18,7 +18,7 @@ from runtimekit import EXAMPLES, RuntimeServer, SlowTinyMLP
 from conftest import StartServer
 from modelplane_runtime.package import load_factory, package_model
 
-ROWS_A = 64
+ROWS = 64
 
 
 def _metric(server: RuntimeServer, name: str, **labels: str) -> float:
@@ -55,7 +55,7 @@ def very_slow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny MLP's results after a long forward pass (about a second for 64 rows)."""
     out = tmp_path_factory.mktemp("very-slow")
     module = SlowTinyMLP(load_factory(f"{EXAMPLES}:tiny_mlp")(), depth=200)
-    package_model(module, {"x": torch.randn(2, 16)}, out, name="slow", max_batch_size=ROWS_A)
+    package_model(module, {"x": torch.randn(2, 16)}, out, name="slow", max_batch_size=ROWS)
     return out
 
 
@@ -71,35 +71,34 @@ def test_a_waiting_request_whose_client_left_is_never_computed(
     rows_before = _metric(server, "nv_inference_count")
     answers: dict[str, httpx.Response] = {}
 
-    def call(key: str, rows: int) -> None:
-        answers[key] = httpx.post(url, content=_body(rows), timeout=120)
+    def call(key: str) -> None:
+        answers[key] = httpx.post(url, content=_body(ROWS), timeout=120)
 
-    # A: a long forward pass that keeps the model busy.
-    first = threading.Thread(target=call, args=("a", ROWS_A))
-    first.start()
-    _wait_metric(server, "modelplane_request_duration_seconds_count", 0)  # nothing done yet
-    time.sleep(0.05)
-    # B: queued behind A, then its client hangs up.
+    # A and C: long forward passes; whichever comes first runs, the other waits. The
+    # order does not matter, only that one runs while B waits behind it.
+    staying = [threading.Thread(target=call, args=(key,)) for key in ("a", "c")]
+    for thread in staying:
+        thread.start()
+    _wait_metric(server, "nv_inference_pending_request_count", 1)
+    # B: queued too, then its client hangs up.
     host, port = server.url.removeprefix("http://").split(":")
-    body = _body(1)
+    body = _body(ROWS)
     leaving = socket.create_connection((host, int(port)))
     leaving.sendall(
         b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
-    _wait_metric(server, "nv_inference_pending_request_count", 1)
+    _wait_metric(server, "nv_inference_pending_request_count", 2)
     leaving.close()
     _wait_metric(server, "nv_inference_request_failure", 1, reason="cancelled")
-    _wait_metric(server, "nv_inference_pending_request_count", 0)
-    assert first.is_alive(), "A finished before B was dropped: the model is too fast here"
-    # C: a client that stays gets its answer after A.
-    call("c", 1)
-    first.join()
+    _wait_metric(server, "nv_inference_pending_request_count", 1)  # C still waits
+    for thread in staying:
+        thread.join()
 
     assert answers["a"].status_code == 200 and answers["c"].status_code == 200
-    assert len(answers["c"].json()["outputs"][0]["data"]) == 4
+    assert len(answers["c"].json()["outputs"][0]["data"]) == ROWS * 4
     # Rows computed: A's and C's; B's never reached the model.
-    assert _metric(server, "nv_inference_count") - rows_before == ROWS_A + 1
+    assert _metric(server, "nv_inference_count") - rows_before == 2 * ROWS
     assert _metric(server, "nv_inference_request_success") == 2
     assert server.get("/v2/health/ready").status_code == 200

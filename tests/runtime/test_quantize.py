@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -105,7 +106,79 @@ def test_cli_quantizes_and_an_int8_artifact_refuses_a_gpu(
     # Refused before any CUDA lookup, so the reason is the same with or without a GPU.
     with pytest.raises(ModelLoadError, match="runs on the CPU only"):
         LoadedModel.load(metadata, device="cuda")
-    with pytest.raises(ModelLoadError, match="package --quantize int8"):
+    # It computes as packaged: int8 (or the default float32) is the only precision that
+    # fits, and the message does not send the user to a GPU it cannot use.
+    assert LoadedModel.load(metadata, precision="int8").metadata.quantization == "int8"
+    with pytest.raises(ModelLoadError, match="float32 \\(the default\\) or int8, not bfloat16"):
+        LoadedModel.load(metadata, precision="bfloat16")
+
+
+class AttentionBlock(torch.nn.Module):
+    """Self-attention and an MLP, as in a transformer block."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.attention = torch.nn.MultiheadAttention(width, 4, batch_first=True)
+        self.up = torch.nn.Linear(width, 2 * width)
+        self.down = torch.nn.Linear(2 * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        attended, _ = self.attention(x, x, x, need_weights=False)
+        hidden = x + attended
+        return hidden + self.down(torch.relu(self.up(hidden)))
+
+
+def test_attention_keeps_its_own_linear_and_a_shared_linear_stays_shared(
+    tmp_path: Path,
+) -> None:
+    torch.manual_seed(0)
+    block = AttentionBlock().eval()
+    example = {"x": torch.randn(2, 5, 32)}
+    meta = package_model(block, example, tmp_path / "int8", max_batch_size=8, quantize="int8")
+    assert meta.quantization == "int8"
+    # MultiheadAttention reads out_proj.weight itself: it stays float; the MLP is int8.
+    quantized, replaced = quantize_int8(copy.deepcopy(block))
+    assert replaced == 2
+    assert isinstance(quantized.up, Int8Linear) and isinstance(quantized.down, Int8Linear)
+    assert type(quantized.attention.out_proj) is not Int8Linear
+    model = LoadedModel.load(tmp_path / "int8" / "metadata.json")
+    x = np.random.default_rng(3).standard_normal((3, 5, 32), dtype=np.float32)
+    with torch.inference_mode():
+        want = block(torch.from_numpy(x)).numpy()
+    assert _relative_error(model.predict({"x": x})["output0"], want) < 0.05
+
+    shared = torch.nn.Linear(8, 8)
+    twice = torch.nn.Sequential(shared, torch.nn.ReLU(), shared)
+    twice, replaced = quantize_int8(twice)
+    assert replaced == 1 and twice[0] is twice[2] and isinstance(twice[0], Int8Linear)
+
+
+def test_a_module_reading_a_linear_weight_directly_gets_a_hint(tmp_path: Path) -> None:
+    class TiedHead(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.embed(x) @ self.embed.weight  # weight tying reads .weight
+
+    with pytest.raises(PackageError, match="read a Linear layer's weight"):
+        package_model(TiedHead(), {"x": torch.ones(2, 4)}, tmp_path, quantize="int8")
+    package_model(TiedHead(), {"x": torch.ones(2, 4)}, tmp_path)  # fine without
+
+
+def test_metadata_without_or_with_null_quantization_is_a_float_program(tmp_path: Path) -> None:
+    assert main(["package", f"{EXAMPLES}:tiny_mlp", "-o", str(tmp_path)]) == 0
+    metadata = tmp_path / "metadata.json"
+    raw = json.loads(metadata.read_text())
+    for value in ("absent", None):
+        if value == "absent":
+            raw.pop("quantization", None)
+        else:
+            raw["quantization"] = value
+        metadata.write_text(json.dumps(raw))
+        assert read_metadata(metadata).quantization == ""
+    with pytest.raises(ModelLoadError, match="needs an int8 artifact"):
         LoadedModel.load(metadata, precision="int8")
 
 

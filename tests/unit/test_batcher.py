@@ -4,6 +4,7 @@ than the max queue delay, never larger than the max batch size, results split ex
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,7 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelplane_runtime.batcher import Arrays, DynamicBatcher, Executor, InFlight
+from modelplane_runtime.batcher import (
+    WATCH_AFTER_S,
+    Arrays,
+    DynamicBatcher,
+    Executor,
+    InFlight,
+)
 from modelplane_runtime.errors import ClientDisconnected
 
 pytestmark = pytest.mark.unit
@@ -24,12 +31,6 @@ def doubled(inputs: Arrays) -> Arrays:
 
 def slow_doubled(inputs: Arrays) -> Arrays:
     time.sleep(0.01)
-    return doubled(inputs)
-
-
-def slower_doubled(inputs: Arrays) -> Arrays:
-    # Long enough for a waiting request's client to be watched (WATCH_AFTER_S) meanwhile.
-    time.sleep(0.1)
     return doubled(inputs)
 
 
@@ -269,77 +270,194 @@ def test_a_lowered_peak_holds_until_more_requests_are_in_flight() -> None:
     assert in_flight.peak() == 2
 
 
+class Gated:
+    """A row-wise model whose passes each wait for the test to let them finish."""
+
+    def __init__(self, mixes_rows: bool = False) -> None:
+        self.started: list[int] = []  # rows of every pass that began
+        self.gates: list[threading.Event] = []
+        self.mixes_rows = mixes_rows
+
+    def __call__(self, inputs: Arrays) -> Arrays:
+        gate = threading.Event()
+        self.gates.append(gate)
+        self.started.append(len(inputs["x"]))
+        assert gate.wait(10), "the test never let this pass finish"
+        if self.mixes_rows:
+            return {"y": inputs["x"].sum(axis=0, keepdims=True)}
+        return doubled(inputs)
+
+    async def running(self, count: int) -> None:
+        """Until `count` passes have begun."""
+        for _ in range(1000):
+            if len(self.started) >= count:
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"only {len(self.started)} passes began, waited for {count}")
+
+    def finish(self, index: int) -> None:
+        self.gates[index].set()
+
+
+async def _leave_after_watch(gone: asyncio.Event) -> None:
+    await asyncio.sleep(WATCH_AFTER_S * 2)  # the client is watched from then on
+    gone.set()
+    await asyncio.sleep(0.01)
+
+
 def test_a_queued_request_whose_client_left_is_dropped_and_the_rest_served() -> None:
+    model = Gated()
+
     async def body(batcher: DynamicBatcher, executed: list[int]) -> Any:
         gone = asyncio.Event()
 
         async def leaving() -> np.ndarray[Any, Any]:
             with batcher.admit():
-                await asyncio.sleep(0)
                 out, _ = await batcher.run({"x": rows(5, 1000)}, 5, gone.wait)
                 return out["y"]
 
         first = asyncio.create_task(request(batcher, rows(1, 0)))  # occupies the model
-        await asyncio.sleep(0.002)
+        await model.running(1)
         left = asyncio.create_task(leaving())
         stays = asyncio.create_task(request(batcher, rows(2, 10)))
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.005)
         assert batcher.pending() == 2
-        gone.set()
-        await asyncio.sleep(0)
+        await _leave_after_watch(gone)
         with pytest.raises(ClientDisconnected):
             await left
         assert batcher.pending() == 1
+        model.finish(0)
+        await model.running(2)
+        model.finish(1)
         return await first, await stays
 
-    (first, stays), executed = run_with_batcher(body, predict=slower_doubled, typical_compute_s=1.0)
+    (first, stays), executed = run_with_batcher(body, predict=model, typical_compute_s=1.0)
     np.testing.assert_array_equal(first, rows(1, 0) * 2)
     np.testing.assert_array_equal(stays, rows(2, 10) * 2)
     assert executed == [1, 2]  # the 5 rows of the departed client never ran
 
 
-def test_a_request_already_in_a_batch_is_finished_when_its_client_leaves() -> None:
+def test_a_request_whose_pass_has_begun_is_finished_when_its_client_leaves() -> None:
+    model = Gated()
+
     async def body(batcher: DynamicBatcher, executed: list[int]) -> Any:
         gone = asyncio.Event()
         first = asyncio.create_task(request(batcher, rows(1, 0)))
-        await asyncio.sleep(0.002)
+        await model.running(1)
         with batcher.admit():
             task = asyncio.create_task(batcher.run({"x": rows(3, 50)}, 3, gone.wait))
-            await asyncio.sleep(0.15)  # the first pass ends (0.1 s), this one is taken and runs
+            await asyncio.sleep(0.005)
+            model.finish(0)
+            await model.running(2)  # this request's own pass
+            await _leave_after_watch(gone)
             assert batcher.pending() == 0 and not task.done()
-            gone.set()
+            model.finish(1)
             out, _ = await task
         await first
         return out["y"]
 
     got, executed = run_with_batcher(
-        body, max_queue_delay_s=0.005, predict=slower_doubled, typical_compute_s=1.0
+        body, max_queue_delay_s=0.005, predict=model, typical_compute_s=1.0
     )
     np.testing.assert_array_equal(got, rows(3, 50) * 2)
     assert executed == [1, 3]
 
 
+def test_requests_waiting_to_run_alone_can_still_be_dropped() -> None:
+    """A model that mixes rows serves queued requests one by one: those not yet run are
+    still waiting, so a departed client's request is dropped and counted as pending."""
+    model = Gated(mixes_rows=True)
+
+    async def body(batcher: DynamicBatcher, executed: list[int]) -> Any:
+        gone = asyncio.Event()
+        first = asyncio.create_task(request(batcher, rows(1, 0)))
+        await model.running(1)
+        with batcher.admit(), batcher.admit():
+            others = [
+                asyncio.create_task(batcher.run({"x": rows(1, 10 * i)}, 1, gone.wait))
+                for i in (1, 2)
+            ]
+            await asyncio.sleep(0.005)
+            model.finish(0)
+            await model.running(2)  # the merged pass, which mixes rows: thrown away
+            model.finish(1)
+            await model.running(3)  # the first of the two, alone
+            assert batcher.pending() == 1
+            await _leave_after_watch(gone)
+            assert batcher.pending() == 0
+            model.finish(2)
+            results = await asyncio.gather(*others, return_exceptions=True)
+        await first
+        return results
+
+    results, executed = run_with_batcher(
+        body, max_queue_delay_s=0.005, predict=model, typical_compute_s=1.0
+    )
+    assert isinstance(results[0], tuple)  # its pass had begun: answered
+    assert isinstance(results[1], ClientDisconnected)
+    assert executed == [1, 1]  # the merged pass is not counted, the dropped one never ran
+
+
 def test_a_request_waiting_for_the_compute_thread_is_dropped_when_its_client_leaves() -> None:
-    async def main() -> tuple[list[int], int]:
+    model = Gated()
+
+    async def main() -> tuple[list[int], int, int]:
         executed: list[int] = []
-        executor = Executor(slower_doubled, typical_compute_s=1.0)  # thread path
+        executor = Executor(model, typical_compute_s=1.0)  # thread path
         executor.on_batch = lambda rows, seconds: executed.append(rows)
         gone = asyncio.Event()
         try:
             first = asyncio.create_task(executor.run({"x": rows(1, 0)}, 1))
-            await asyncio.sleep(0.002)
+            await model.running(1)
             left = asyncio.create_task(executor.run({"x": rows(4, 9)}, 4, gone.wait))
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.005)
             waiting = executor.pending()
-            gone.set()
+            await _leave_after_watch(gone)
             with pytest.raises(ClientDisconnected):
                 await left
+            after = executor.pending()
+            model.finish(0)
             await first
-            await asyncio.sleep(0.15)  # a dropped job that ran anyway would show up here
+            await asyncio.sleep(0.05)  # a dropped job that ran anyway would show up here
         finally:
             await executor.stop()
-        return executed, waiting
+        return executed, waiting, after
 
-    executed, waiting = asyncio.run(main())
-    assert waiting == 1
+    executed, waiting, after = asyncio.run(main())
+    assert (waiting, after) == (1, 0)
     assert executed == [1]
+    assert model.started == [1]
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_cancelling_the_request_itself_is_not_taken_for_a_departed_client(
+    batching: bool,
+) -> None:
+    """A shutdown or timeout that cancels the handler stays a cancellation, also after
+    the client has left while its pass was running."""
+    model = Gated()
+
+    async def main() -> BaseException | None:
+        executor: Executor = (
+            DynamicBatcher(model, 8, 0.005, 1.0) if batching else Executor(model, 1.0)
+        )
+        await executor.start()
+        gone = asyncio.Event()
+        try:
+            first = asyncio.create_task(executor.run({"x": rows(1, 0)}, 1))
+            await model.running(1)
+            with executor.admit(), executor.admit():
+                second = asyncio.create_task(executor.run({"x": rows(1, 5)}, 1, gone.wait))
+                await asyncio.sleep(0.005)
+                model.finish(0)
+                await model.running(2)  # the second request's pass has begun
+                await _leave_after_watch(gone)  # too late to drop it
+                second.cancel()
+                outcome = (await asyncio.gather(second, return_exceptions=True))[0]
+            model.finish(1)
+            await first
+        finally:
+            await executor.stop()
+        return outcome if isinstance(outcome, BaseException) else None
+
+    assert isinstance(asyncio.run(main()), asyncio.CancelledError)
