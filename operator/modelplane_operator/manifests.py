@@ -77,6 +77,10 @@ def _runtime_env(md: ModelDeploymentSpec) -> list[dict[str, Any]]:
         {"name": "MODELPLANE_MAX_BATCH_SIZE", "value": str(md.batching.max_batch_size)},
         {"name": "MODELPLANE_MAX_QUEUE_DELAY_MS", "value": str(md.batching.max_queue_delay_ms)},
     ]
+    if md.precision is not None:
+        # Only when set: a ModelDeployment without it keeps its template (and its pods)
+        # as it was, and a MODELPLANE_PRECISION in runtime.env still applies.
+        ours.append({"name": "MODELPLANE_PRECISION", "value": md.precision})
     taken = {e["name"] for e in ours}
     return ours + [dict(e) for e in md.env if e.get("name") not in taken]
 

@@ -21,6 +21,7 @@ KIND = "ModelDeployment"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 URI_SCHEMES = ("file", "pvc", "http", "https", "s3", "gs")
+PRECISIONS = ("float32", "float16", "bfloat16", "int8")
 _LABEL_VALUE = re.compile(r"^[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$")
 
 
@@ -97,6 +98,7 @@ class ModelDeploymentSpec:
     gpu: Gpu
     env: tuple[Mapping[str, Any], ...]
     batching: Batching
+    precision: str | None  # MODELPLANE_PRECISION; None: the runtime's default (float32)
     replicas: int
     rollout: Rollout
     revision_history_limit: int
@@ -158,6 +160,14 @@ def parse(body: Mapping[str, Any]) -> ModelDeploymentSpec:
         if "nvidia.com/gpu" in (resources.get(part) or {}):
             raise SpecError(f"set GPUs with spec.runtime.gpu.count, not resources.{part}")
 
+    precision = runtime.get("precision") or None
+    if precision is not None and precision not in PRECISIONS:
+        raise SpecError(f"spec.runtime.precision must be one of {', '.join(PRECISIONS)}")
+    if precision in ("float16", "bfloat16") and not gpu.count:
+        raise SpecError(f"spec.runtime.precision {precision} runs on a GPU (runtime.gpu.count)")
+    if precision == "int8" and gpu.count:
+        raise SpecError("spec.runtime.precision int8 runs on CPUs: set runtime.gpu.count to 0")
+
     canary = rollout.get("canary") or {}
     secret_ref = model.get("secretRef") or {}
     return ModelDeploymentSpec(
@@ -182,6 +192,7 @@ def parse(body: Mapping[str, Any]) -> ModelDeploymentSpec:
             max_batch_size=_int(batching, "maxBatchSize", 32, "spec.runtime.batching", 1),
             max_queue_delay_ms=_int(batching, "maxQueueDelayMs", 5, "spec.runtime.batching"),
         ),
+        precision=precision,
         replicas=_int(spec, "replicas", 1, "spec"),
         rollout=Rollout(
             strategy=str(rollout.get("strategy", "RollingUpdate")),

@@ -41,6 +41,17 @@ def variant(path: str, value: Any, name: str = "invalid") -> dict[str, Any]:
 
 
 CASES = [
+    (
+        "half precision without a GPU",
+        variant("spec.runtime", {"gpu": {"count": 0}, "precision": "bfloat16"}),
+        "runtime.precision float16 and bfloat16 run on a GPU",
+    ),
+    (
+        "int8 on a GPU",
+        variant("spec.runtime.precision", "int8"),
+        "runtime.precision int8 runs on CPUs",
+    ),
+    ("unknown precision", variant("spec.runtime.precision", "fp8"), 'Unsupported value: "fp8"'),
     ("uri scheme", variant("spec.model.uri", "ftp://models/x"), "model.uri must start with"),
     ("uri without location", variant("spec.model.uri", "s3://"), "model.uri must start with"),
     ("pvc uri", variant("spec.model.uri", "pvc://Bad_Claim/x"), "pvc://<claim-name>/<path"),

@@ -143,3 +143,22 @@ def test_user_env_cannot_override_the_runtime_contract() -> None:
     }
     assert env["MODELPLANE_MODEL_DIR"] == "/mnt/models"
     assert env["LOG_LEVEL"] == "debug"
+
+
+def test_precision_reaches_the_runtime_only_when_set() -> None:
+    def runtime_env(body: dict[str, Any]) -> dict[str, str]:
+        runtime = containers(build_deployment(parse(body), CONFIG, 1, "h", 2))["runtime"]
+        return {e["name"]: e.get("value", "") for e in runtime["env"]}
+
+    # Unset: the template is what it was before the field existed (no surprise rollout),
+    # and a MODELPLANE_PRECISION the user put in runtime.env still applies.
+    assert "MODELPLANE_PRECISION" not in runtime_env(md_body())
+    user_env = [{"name": "MODELPLANE_PRECISION", "value": "bfloat16"}]
+    gpu_body = md_body(runtime={"gpu": {"count": 1}, "env": user_env})
+    assert runtime_env(gpu_body)["MODELPLANE_PRECISION"] == "bfloat16"
+    # Set: the field wins over runtime.env.
+    gpu_body["spec"]["runtime"]["precision"] = "float16"
+    assert runtime_env(gpu_body)["MODELPLANE_PRECISION"] == "float16"
+    cpu_body = md_body(runtime={"gpu": {"count": 0}, "precision": "int8"})
+    env = runtime_env(cpu_body)
+    assert env["MODELPLANE_PRECISION"] == "int8" and env["MODELPLANE_DEVICE"] == "cpu"

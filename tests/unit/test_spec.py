@@ -35,6 +35,21 @@ def test_defaults_match_the_crd() -> None:
             },
             "gpu.count",
         ),
+        (
+            {"model": {"version": "1", "uri": "s3://x"}, "runtime": {"precision": "float8"}},
+            "precision must be one of",
+        ),
+        (
+            {"model": {"version": "1", "uri": "s3://x"}, "runtime": {"precision": "float16"}},
+            "runs on a GPU",
+        ),
+        (
+            {
+                "model": {"version": "1", "uri": "s3://x"},
+                "runtime": {"precision": "int8", "gpu": {"count": 1}},
+            },
+            "int8 runs on CPUs",
+        ),
     ],
 )
 def test_unservable_specs_raise_readable_errors(spec: dict, message: str) -> None:  # type: ignore[type-arg]
