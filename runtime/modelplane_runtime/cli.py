@@ -10,7 +10,8 @@ from .config import ConfigError, Settings
 
 
 def runtime_main(argv: list[str] | None = None) -> int:
-    """Serve the model in MODELPLANE_MODEL_DIR over HTTP until SIGTERM, then drain."""
+    """Serve the model in MODELPLANE_MODEL_DIR over HTTP until SIGTERM, then drain; exit 1
+    when the model cannot be loaded (unless MODELPLANE_EXIT_ON_ERROR=false)."""
     parser = argparse.ArgumentParser(
         prog="modelplane-runtime",
         description="Serve a torch.export model over the Open Inference Protocol v2. "
@@ -26,21 +27,9 @@ def runtime_main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"modelplane-runtime: error: {exc}", file=sys.stderr)
         return 2
-    import uvicorn
+    from .server import serve
 
-    from .server import create_app
-
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        workers=1,
-        log_level=args.log_level,
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=settings.drain_timeout_s,
-        server_header=False,
-    )
-    return 0
+    return serve(settings, args.log_level)
 
 
 def main(argv: list[str] | None = None) -> int:

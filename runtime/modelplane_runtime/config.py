@@ -54,6 +54,10 @@ class Settings:
     auth_token: str = ""
     drain_timeout_s: int = 25
     access_log: bool = False
+    # Triton's --exit-on-error: a model that cannot load ends the process, with the reason
+    # as its termination message, so Kubernetes (and the operator) report it.
+    exit_on_error: bool = True
+    termination_log: str = ""  # "" is /dev/termination-log where it exists
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -80,4 +84,6 @@ class Settings:
             auth_token=token,
             drain_timeout_s=_int(env, "MODELPLANE_DRAIN_TIMEOUT_S", 25),
             access_log=_bool(env, "MODELPLANE_ACCESS_LOG", False),
+            exit_on_error=_bool(env, "MODELPLANE_EXIT_ON_ERROR", True),
+            termination_log=env.get("MODELPLANE_TERMINATION_LOG", "").strip(),
         )

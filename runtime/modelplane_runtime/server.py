@@ -7,7 +7,7 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -26,6 +26,7 @@ from .metrics import CANCELLED, Metrics
 from .model import LoadedModel, ModelLoadError
 from .openapi import openapi_document
 from .protocol import HEADER_LENGTH, check_requested_outputs, decode_request, encode_response
+from .termination import write_termination_message
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +54,21 @@ class ModelService:
         self.executor: Executor | None = None
         self.ready = False
         self.state = "starting"
+        self.exit_code = 0  # what the process exits with once the server has stopped
+        self.stop_server: Callable[[], None] = lambda: None  # set by serve()
         gpu = settings.device == "cuda"
         self.metrics = Metrics(settings.model_name, settings.model_version, gpu)
 
     async def load(self) -> None:
-        """Wait for the model files, load, warm up, then turn ready; failures stay not-ready."""
+        """Wait for the model files, load, warm up, then turn ready. A failure stays
+        not-ready with the reason, and ends the process when exit_on_error is set."""
         settings = self.settings
         try:
             while (path := find_metadata(settings.model_dir)) is None:
                 self.state = f"waiting for model files (metadata.json) in {settings.model_dir}"
                 await asyncio.sleep(WAIT_FOR_FILES_S)
         except OSError as exc:
-            self.state = f"cannot read the model folder {settings.model_dir}: {exc}"
-            log.error("model %s is not ready: %s", settings.model_name, self.state)
+            self._load_failed(f"cannot read the model folder {settings.model_dir}: {exc}")
             return
         self.state = "loading"
         try:
@@ -75,12 +78,11 @@ class ModelService:
             self.state = "warming up"
             typical_s = await asyncio.to_thread(model.warm_up)
         except ModelLoadError as exc:
-            self.state = f"failed to load: {exc}"
-            log.error("model %s is not ready: %s", settings.model_name, exc)
+            self._load_failed(f"failed to load: {exc}")
             return
         except Exception as exc:
-            self.state = f"failed to load or warm up: {type(exc).__name__}: {exc}"
-            log.exception("model %s is not ready", settings.model_name)
+            log.exception("model %s failed to load or warm up", settings.model_name)
+            self._load_failed(f"failed to load or warm up: {type(exc).__name__}: {exc}")
             return
         meta = model.metadata
         executor: Executor
@@ -98,6 +100,20 @@ class ModelService:
         self.ready = True
         self.state = "ready"
         log.info("model %s version %s is ready", settings.model_name, settings.model_version)
+
+    def _load_failed(self, reason: str) -> None:
+        name = self.settings.model_name
+        self.state = reason
+        log.error("model %s is not ready: %s", name, reason)
+        if not self.settings.exit_on_error:
+            return
+        write_termination_message(f"model {name!r} {reason}", self.settings.termination_log)
+        log.error(
+            "exiting: the model cannot be served (MODELPLANE_EXIT_ON_ERROR=false keeps "
+            "the server up, not ready)"
+        )
+        self.exit_code = 1
+        self.stop_server()
 
     async def close(self) -> None:
         if self.executor is not None:
@@ -358,9 +374,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
 
-def create_app(settings: Settings) -> ASGIApp:
+def create_app(settings: Settings, service: ModelService | None = None) -> ASGIApp:
     """The ASGI application; the model loads in the background after startup."""
-    service = ModelService(settings)
+    service = service or ModelService(settings)
     routes = Routes(service)
     infer = InferEndpoint(service)
 
@@ -401,3 +417,30 @@ def create_app(settings: Settings) -> ASGIApp:
     if settings.auth_token:
         return BearerAuth(front, settings.auth_token, service.metrics)
     return front
+
+
+def serve(settings: Settings, log_level: str = "info") -> int:
+    """Run the server until SIGTERM (then drain) or a model that cannot load; return the
+    process's exit code."""
+    import uvicorn
+
+    service = ModelService(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, service),
+            host=settings.host,
+            port=settings.port,
+            workers=1,
+            log_level=log_level,
+            access_log=settings.access_log,
+            timeout_graceful_shutdown=settings.drain_timeout_s,
+            server_header=False,
+        )
+    )
+
+    def stop() -> None:
+        server.should_exit = True
+
+    service.stop_server = stop
+    server.run()
+    return service.exit_code

@@ -11,7 +11,6 @@ line also goes to the termination log, where Kubernetes shows it in the pod stat
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import os
 import re
@@ -25,6 +24,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Any
+
+from .termination import write_termination_message
 
 CHUNK = 1 << 20
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -206,12 +207,7 @@ def _describe(exc: BaseException, uri: str, env: dict[str, str]) -> str:
 
 def _report(message: str, env: dict[str, str]) -> None:
     print(f"modelplane-storage: {message}", file=sys.stderr)
-    explicit = env.get("MODELPLANE_TERMINATION_LOG")
-    log = Path(explicit or "/dev/termination-log")
-    # Kubelet mounts the default file; outside Kubernetes it does not exist: skip it.
-    if explicit or log.exists():
-        with contextlib.suppress(OSError):
-            log.write_text(message + "\n", encoding="utf-8")
+    write_termination_message(message, env.get("MODELPLANE_TERMINATION_LOG"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,7 +55,12 @@ def test_not_ready_until_model_files_arrive_and_load(
 def test_cuda_requested_without_gpu_is_a_clear_not_ready_error(
     start_server: StartServer, tiny_model_dir: Path
 ) -> None:
-    server = start_server(tiny_model_dir, MODELPLANE_MODEL_NAME="tiny", MODELPLANE_DEVICE="cuda")
+    server = start_server(
+        tiny_model_dir,
+        MODELPLANE_MODEL_NAME="tiny",
+        MODELPLANE_DEVICE="cuda",
+        MODELPLANE_EXIT_ON_ERROR="false",
+    )
     response = server.wait("/v2/models/tiny/ready", status=503)
     deadline = time.monotonic() + 60
     while "failed to load" not in response.json()["error"] and time.monotonic() < deadline:
@@ -85,7 +90,7 @@ def test_bad_artifact_stays_not_ready_with_reason(
     _copy_model(tiny_model_dir, model_dir)
     meta = json.loads((model_dir / "metadata.json").read_text())
     (model_dir / "metadata.json").write_text(json.dumps({**meta, **edit}))
-    server = start_server(model_dir, MODELPLANE_MODEL_NAME="tiny")
+    server = start_server(model_dir, MODELPLANE_MODEL_NAME="tiny", MODELPLANE_EXIT_ON_ERROR="false")
     deadline = time.monotonic() + 60
     response = server.wait("/v2/models/tiny/ready", status=503)
     while "failed" not in response.json()["error"] and time.monotonic() < deadline:
@@ -94,6 +99,46 @@ def test_bad_artifact_stays_not_ready_with_reason(
     assert message in response.json()["error"]
     infer = httpx.post(f"{server.url}/v2/models/tiny/infer", json=TINY_BODY)
     assert infer.status_code == 503
+
+
+@pytest.mark.parametrize(
+    ("env", "edit", "message"),
+    [
+        ({}, {"torch_version": "1.13.1"}, "incompatible artifact: exported with torch 1.13.1"),
+        pytest.param(
+            {"MODELPLANE_DEVICE": "cuda"},
+            {},
+            "no usable CUDA device",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs no GPU"),
+        ),
+        ({"MODELPLANE_PRECISION": "int8"}, {}, "needs an int8 artifact"),
+    ],
+)
+def test_a_model_that_cannot_load_ends_the_process_with_the_reason(
+    start_server: StartServer,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    env: dict[str, str],
+    edit: dict[str, str],
+    message: str,
+) -> None:
+    """By default (Triton's --exit-on-error), so that the pod's status says why."""
+    model_dir = tmp_path / "model"
+    _copy_model(tiny_model_dir, model_dir)
+    meta = json.loads((model_dir / "metadata.json").read_text())
+    (model_dir / "metadata.json").write_text(json.dumps({**meta, **edit}))
+    termination_log = tmp_path / "termination-log"
+    server = start_server(
+        model_dir,
+        MODELPLANE_MODEL_NAME="tiny",
+        MODELPLANE_TERMINATION_LOG=str(termination_log),
+        **env,
+    )
+    assert server.process.wait(timeout=90) == 1, server.log()
+    reason = termination_log.read_text()
+    assert reason.startswith("model 'tiny' failed to load: "), reason
+    assert message in reason
+    assert message in server.log()
 
 
 @pytest.mark.reliability("Access")
