@@ -8,6 +8,7 @@ import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -21,7 +22,7 @@ from . import __version__
 from .batcher import DynamicBatcher, Executor
 from .config import Settings
 from .errors import ClientDisconnected, ErrorKind, RuntimeServingError, bad_input
-from .metadata import PLATFORM, find_metadata
+from .metadata import METADATA_FILE, PLATFORM, find_metadata
 from .metrics import CANCELLED, Metrics
 from .model import LoadedModel, ModelLoadError
 from .openapi import openapi_document
@@ -38,11 +39,42 @@ STATUS = {
     ErrorKind.INTERNAL: 500,
 }
 WAIT_FOR_FILES_S = 0.5
+# Files written this recently may still be half-written: a load that fails is retried.
+SETTLE_S = 2.0
+# A folder that holds files but no metadata.json, unchanged this long, is not a model.
+NO_METADATA_AFTER_S = 30.0
 _HEADER_LENGTH = HEADER_LENGTH.encode()
 
 
 def error_response(error: RuntimeServingError) -> JSONResponse:
     return JSONResponse({"error": error.message}, status_code=STATUS[error.kind])
+
+
+def _recently_changed(folder: Path, seconds: float) -> bool:
+    """Whether anything directly in `folder` was modified within the last `seconds`."""
+    try:
+        newest = max((p.stat().st_mtime for p in folder.iterdir()), default=0.0)
+    except OSError:
+        return False
+    return time.time() - newest < seconds
+
+
+def _not_a_model(model_dir: Path) -> str | None:
+    """Why a folder that has files but no metadata.json will never be a model (None while
+    it is empty or still changing: the files may be on their way)."""
+    if not model_dir.is_dir():
+        return None
+    entries = sorted(p.name for p in model_dir.iterdir())
+    if not entries or _recently_changed(model_dir, NO_METADATA_AFTER_S):
+        return None
+    for sub in model_dir.iterdir():
+        if sub.is_dir() and _recently_changed(sub, NO_METADATA_AFTER_S):
+            return None
+    shown = ", ".join(entries[:8]) + (", ..." if len(entries) > 8 else "")
+    return (
+        f"found no model in {model_dir}: it holds {shown} but no {METADATA_FILE} (directly or "
+        "in its only subfolder); the model URI must point at what `modelplane package` wrote"
+    )
 
 
 class ModelService:
@@ -66,23 +98,40 @@ class ModelService:
         try:
             while (path := find_metadata(settings.model_dir)) is None:
                 self.state = f"waiting for model files (metadata.json) in {settings.model_dir}"
+                not_a_model = _not_a_model(settings.model_dir)
+                if not_a_model:
+                    self._load_failed(not_a_model)
+                    return
                 await asyncio.sleep(WAIT_FOR_FILES_S)
         except OSError as exc:
             self._load_failed(f"cannot read the model folder {settings.model_dir}: {exc}")
             return
-        self.state = "loading"
+        while True:
+            self.state = "loading"
+            try:
+                model = await asyncio.to_thread(
+                    LoadedModel.load, path, settings.device, settings.precision
+                )
+                break
+            except ModelLoadError as exc:
+                if _recently_changed(path.parent, SETTLE_S):
+                    # Still being copied in (outside Kubernetes, where no init container
+                    # finishes first): a half-written file is no verdict yet.
+                    self.state = "waiting for the model files to settle"
+                    await asyncio.sleep(SETTLE_S)
+                    continue
+                self._load_failed(f"failed to load: {exc}")
+                return
+            except Exception as exc:
+                log.exception("model %s failed to load", settings.model_name)
+                self._load_failed(f"failed to load: {type(exc).__name__}: {exc}")
+                return
         try:
-            model = await asyncio.to_thread(
-                LoadedModel.load, path, settings.device, settings.precision
-            )
             self.state = "warming up"
             typical_s = await asyncio.to_thread(model.warm_up)
-        except ModelLoadError as exc:
-            self._load_failed(f"failed to load: {exc}")
-            return
         except Exception as exc:
-            log.exception("model %s failed to load or warm up", settings.model_name)
-            self._load_failed(f"failed to load or warm up: {type(exc).__name__}: {exc}")
+            log.exception("model %s failed to warm up", settings.model_name)
+            self._load_failed(f"failed to warm up: {type(exc).__name__}: {exc}")
             return
         meta = model.metadata
         executor: Executor
@@ -107,13 +156,15 @@ class ModelService:
         log.error("model %s is not ready: %s", name, reason)
         if not self.settings.exit_on_error:
             return
-        write_termination_message(f"model {name!r} {reason}", self.settings.termination_log)
-        log.error(
-            "exiting: the model cannot be served (MODELPLANE_EXIT_ON_ERROR=false keeps "
-            "the server up, not ready)"
-        )
         self.exit_code = 1
-        self.stop_server()
+        try:
+            write_termination_message(f"model {name!r} {reason}", self.settings.termination_log)
+            log.error(
+                "exiting: the model cannot be served (MODELPLANE_EXIT_ON_ERROR=false keeps "
+                "the server up, not ready)"
+            )
+        finally:
+            self.stop_server()
 
     async def close(self) -> None:
         if self.executor is not None:

@@ -8,7 +8,6 @@ written, unless a path is given explicitly.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 DEFAULT_PATH = Path("/dev/termination-log")
@@ -16,10 +15,14 @@ MAX_BYTES = 4096  # what kubelet keeps of it
 
 
 def write_termination_message(message: str, explicit_path: str | None = None) -> None:
-    """Best effort: a failure to write must not hide the failure being reported."""
-    path = Path(explicit_path) if explicit_path else DEFAULT_PATH
-    if not (explicit_path or path.exists()):
+    """Best effort: nothing here may raise, or the failure being reported would be lost."""
+    try:
+        path = Path(explicit_path) if explicit_path else DEFAULT_PATH
+        if not (explicit_path or path.exists()):
+            return
+        # Undecodable file names arrive as lone surrogates: escape them, and cut on a
+        # character boundary so the API server gets valid UTF-8.
+        text = message.strip().encode("utf-8", "backslashreplace")[: MAX_BYTES - 1]
+        path.write_text(text.decode("utf-8", "ignore") + "\n", encoding="utf-8")
+    except Exception:
         return
-    data = (message.strip() + "\n").encode("utf-8")[:MAX_BYTES]
-    with contextlib.suppress(OSError):
-        path.write_bytes(data)

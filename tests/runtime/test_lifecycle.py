@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import threading
@@ -139,6 +140,53 @@ def test_a_model_that_cannot_load_ends_the_process_with_the_reason(
     assert reason.startswith("model 'tiny' failed to load: "), reason
     assert message in reason
     assert message in server.log()
+
+
+def test_a_half_written_metadata_file_is_waited_out_not_fatal(
+    start_server: StartServer, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Outside Kubernetes the files may still be on their way when metadata.json shows up."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    shutil.copy(tiny_model_dir / "model.pt2", model_dir / "model.pt2")
+    full = (tiny_model_dir / "metadata.json").read_text()
+    (model_dir / "metadata.json").write_text(full[:40])
+    server = start_server(model_dir, MODELPLANE_MODEL_NAME="tiny")
+    server.wait("/v2/health/live")
+    time.sleep(1.0)
+    (model_dir / "metadata.json").write_text(full)
+    server.wait_ready()
+    assert server.process.poll() is None
+
+
+def test_a_folder_with_files_but_no_metadata_ends_the_process(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    for name in ("weights.bin", "README"):
+        (model_dir / name).write_text("not a modelplane artifact")
+        long_ago = time.time() - 3600  # as a finished download looks to the runtime
+        os.utime(model_dir / name, (long_ago, long_ago))
+    termination_log = tmp_path / "termination-log"
+    server = start_server(
+        model_dir, MODELPLANE_MODEL_NAME="tiny", MODELPLANE_TERMINATION_LOG=str(termination_log)
+    )
+    assert server.process.wait(timeout=60) == 1, server.log()
+    reason = termination_log.read_text()
+    assert "found no model in" in reason and "README, weights.bin" in reason, reason
+
+
+def test_the_termination_message_is_valid_utf8_of_at_most_4096_bytes(tmp_path: Path) -> None:
+    from modelplane_runtime.termination import write_termination_message
+
+    path = tmp_path / "termination-log"
+    write_termination_message("bad name: mod\udce9l/" + "\u00e9" * 3000, str(path))
+    data = path.read_bytes()
+    assert len(data) <= 4096
+    text = data.decode("utf-8")  # raises if cut mid-character
+    assert text.startswith("bad name: mod\\udce9l/")
+    write_termination_message("x", str(tmp_path / "no-such-dir" / "log"))  # never raises
 
 
 @pytest.mark.reliability("Access")
