@@ -29,6 +29,14 @@ def _copy_model(source: Path, target: Path) -> None:
     shutil.copy(source / "metadata.json", target / "metadata.json")
 
 
+def _edited_copy(source: Path, target: Path, edit: dict[str, str]) -> Path:
+    """A copy of the model whose metadata.json has `edit` applied."""
+    _copy_model(source, target)
+    meta = json.loads((target / "metadata.json").read_text())
+    (target / "metadata.json").write_text(json.dumps({**meta, **edit}))
+    return target
+
+
 def test_not_ready_until_model_files_arrive_and_load(
     start_server: StartServer, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -87,10 +95,7 @@ def test_bad_artifact_stays_not_ready_with_reason(
     edit: dict[str, str],
     message: str,
 ) -> None:
-    model_dir = tmp_path / "model"
-    _copy_model(tiny_model_dir, model_dir)
-    meta = json.loads((model_dir / "metadata.json").read_text())
-    (model_dir / "metadata.json").write_text(json.dumps({**meta, **edit}))
+    model_dir = _edited_copy(tiny_model_dir, tmp_path / "model", edit)
     server = start_server(model_dir, MODELPLANE_MODEL_NAME="tiny", MODELPLANE_EXIT_ON_ERROR="false")
     deadline = time.monotonic() + 60
     response = server.wait("/v2/models/tiny/ready", status=503)
@@ -124,10 +129,7 @@ def test_a_model_that_cannot_load_ends_the_process_with_the_reason(
     message: str,
 ) -> None:
     """By default (Triton's --exit-on-error), so that the pod's status says why."""
-    model_dir = tmp_path / "model"
-    _copy_model(tiny_model_dir, model_dir)
-    meta = json.loads((model_dir / "metadata.json").read_text())
-    (model_dir / "metadata.json").write_text(json.dumps({**meta, **edit}))
+    model_dir = _edited_copy(tiny_model_dir, tmp_path / "model", edit)
     termination_log = tmp_path / "termination-log"
     server = start_server(
         model_dir,
