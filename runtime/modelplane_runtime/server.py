@@ -64,13 +64,14 @@ def _not_a_model(model_dir: Path) -> str | None:
     it is empty or still changing: the files may be on their way)."""
     if not model_dir.is_dir():
         return None
-    entries = sorted(p.name for p in model_dir.iterdir())
-    if not entries or _recently_changed(model_dir, NO_METADATA_AFTER_S):
+    children = sorted(model_dir.iterdir())
+    if not children or any(
+        _recently_changed(folder, NO_METADATA_AFTER_S)
+        for folder in (model_dir, *(c for c in children if c.is_dir()))
+    ):
         return None
-    for sub in model_dir.iterdir():
-        if sub.is_dir() and _recently_changed(sub, NO_METADATA_AFTER_S):
-            return None
-    shown = ", ".join(entries[:8]) + (", ..." if len(entries) > 8 else "")
+    names = [c.name for c in children]
+    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
     return (
         f"found no model in {model_dir}: it holds {shown} but no {METADATA_FILE} (directly or "
         "in its only subfolder); the model URI must point at what `modelplane package` wrote"
