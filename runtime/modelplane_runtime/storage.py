@@ -118,12 +118,41 @@ def _unpack(archive: Path, dest: Path) -> None:
         return
     try:
         with tarfile.open(archive) as bundle:
-            # The "data" filter refuses absolute paths, links out of dest and device files.
-            bundle.extractall(dest, filter="data")
-    except tarfile.FilterError as exc:
-        raise StorageError(f"unsafe tarball member: {exc}") from None
+            _refuse_unsafe_members(bundle, dest)
+            _extract_tarball(bundle, dest)
     except tarfile.TarError as exc:
         raise StorageError(f"cannot unpack tarball: {exc}") from None
+
+
+def _refuse_unsafe_members(bundle: tarfile.TarFile, dest: Path) -> None:
+    """Absolute paths, members or links landing outside dest, and device files.
+
+    Checked here, not only by tarfile's "data" filter: the filter (and FilterError)
+    arrived in Python 3.11.4, and Debian bookworm's python3 is 3.11.2.
+    """
+    root = dest.resolve()
+    for member in bundle.getmembers():
+        target = (dest / member.name).resolve()
+        if not target.is_relative_to(root):
+            raise StorageError(f"unsafe tarball member: {member.name!r} would land outside {dest}")
+        if member.isdev() or member.isfifo():
+            raise StorageError(f"unsafe tarball member: {member.name!r} is a device or fifo")
+        if member.issym() or member.islnk():
+            base = target.parent if member.issym() else root
+            if not (base / member.linkname).resolve().is_relative_to(root):
+                raise StorageError(
+                    f"unsafe tarball member: link {member.name!r} points outside {dest}"
+                )
+
+
+def _extract_tarball(bundle: tarfile.TarFile, dest: Path) -> None:
+    if not hasattr(tarfile, "data_filter"):  # Python < 3.11.4: members were checked above
+        bundle.extractall(dest)  # noqa: S202 - every member was checked above
+        return
+    try:
+        bundle.extractall(dest, filter="data")
+    except tarfile.FilterError as exc:
+        raise StorageError(f"unsafe tarball member: {exc}") from None
 
 
 def _download(fs: Any, path: str, target: Path) -> str:

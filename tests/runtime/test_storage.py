@@ -171,6 +171,46 @@ def test_tarball_escaping_the_folder_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "outside.txt").exists()
 
 
+def _evil_tarballs(root: Path) -> dict[str, Path]:
+    """One tarball per kind of member the initializer must refuse."""
+    kinds: dict[str, tarfile.TarInfo] = {}
+    kinds["dotdot"] = tarfile.TarInfo("../outside.txt")
+    kinds["absolute"] = tarfile.TarInfo("/tmp/abs-outside.txt")
+    link = tarfile.TarInfo("tiny/escape")
+    link.type, link.linkname = tarfile.SYMTYPE, "../../outside"
+    kinds["symlink"] = link
+    device = tarfile.TarInfo("tiny/null")
+    device.type = tarfile.CHRTYPE
+    kinds["device"] = device
+    paths = {}
+    for kind, info in kinds.items():
+        paths[kind] = root / f"{kind}.tar"
+        with tarfile.open(paths[kind], "w") as bundle:
+            info.size = 3 if info.isfile() else 0
+            bundle.addfile(info, io.BytesIO(b"bad") if info.isfile() else None)
+    return paths
+
+
+@pytest.mark.parametrize("python", ["current", "3.11.2"])
+def test_tarballs_unpack_and_unsafe_members_are_refused_on_pythons_before_3_11_4(
+    python: str, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian bookworm's python3 (the images' base) is 3.11.2: no tarfile filters there."""
+    from modelplane_runtime import storage
+
+    if python == "3.11.2":
+        monkeypatch.delattr(tarfile, "data_filter")
+        monkeypatch.delattr(tarfile, "FilterError")
+    tarball = make_tarball(tiny_model_dir, tmp_path / "tiny.tar.gz")
+    storage.fetch(f"file://{tarball}", tmp_path / "good")
+    assert (tmp_path / "good" / "tiny" / "model.pt2").is_file()
+    for kind, evil in _evil_tarballs(tmp_path).items():
+        with pytest.raises(storage.StorageError, match="unsafe tarball member"):
+            storage.fetch(f"file://{evil}", tmp_path / f"dest-{kind}")
+    assert not (tmp_path / "outside.txt").exists()
+    assert not Path("/tmp/abs-outside.txt").exists()
+
+
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
