@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl), kwok and helm from the Go module proxy into a cache
+# kube-scheduler, kubectl), kwok, helm and the real node's kubelet, kube-proxy and
+# CoreDNS from the Go module proxy into a cache
 # outside the repository. Each tool lands in $MODELPLANE_CACHE/bin/<tool>-<version>
 # and is rebuilt only when its pinned version changes. Prints the bin folder.
 set -euo pipefail
@@ -54,8 +55,8 @@ SRC
   link etcd "$ETCD_VERSION"
 }
 
-build_kubernetes() {
-  local tools=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+build_kubernetes() { # build_kubernetes TOOL...: commands of k8s.io/kubernetes/cmd
+  local tools=("$@")
   local missing=0 t
   for t in "${tools[@]}"; do have "$t" "$KUBERNETES_VERSION" || missing=1; done
   if [ "$missing" = 1 ]; then
@@ -125,8 +126,44 @@ build_kstatus() {
   link kstatus "$key"
 }
 
+build_coredns() {
+  # A CoreDNS with only the plugins the local cluster uses (CoreDNS's documented way to
+  # pick plugins at build time): far fewer modules than the full server.
+  have coredns "$COREDNS_VERSION" && { link coredns "$COREDNS_VERSION"; return; }
+  log "building coredns $COREDNS_VERSION"
+  local dir="$work/coredns-$COREDNS_VERSION"
+  mkdir -p "$dir"
+  printf 'module modelplane.local/coredns\n\ngo 1.26.0\n\nrequire github.com/coredns/coredns %s\n' \
+    "$COREDNS_VERSION" >"$dir/go.mod"
+  cat >"$dir/main.go" <<'SRC'
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/ready"
+)
+
+func init() {
+	dnsserver.Directives = []string{"errors", "health", "ready", "kubernetes", "cache"}
+}
+
+func main() { coremain.Run() }
+SRC
+  (cd "$dir" && go mod tidy >&2 && go build -trimpath -ldflags "-s -w" -o "$bin/coredns-$COREDNS_VERSION" .)
+  link coredns "$COREDNS_VERSION"
+}
+
 build_etcd
-build_kubernetes
+build_kubernetes kube-apiserver kube-controller-manager kube-scheduler kubectl
+# The real node (node-0): same wrapper module, so a warm Go cache makes this ~1 minute.
+build_kubernetes kubelet kube-proxy
+build_coredns
 build_module_tool kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok \
   "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
 build_module_tool helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \

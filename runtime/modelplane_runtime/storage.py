@@ -147,7 +147,7 @@ def _refuse_unsafe_members(bundle: tarfile.TarFile, dest: Path) -> None:
 
 def _extract_tarball(bundle: tarfile.TarFile, dest: Path) -> None:
     if not hasattr(tarfile, "data_filter"):  # Python < 3.11.4: members were checked above
-        bundle.extractall(dest)  # noqa: S202 - every member was checked above
+        bundle.extractall(dest)
         return
     try:
         bundle.extractall(dest, filter="data")
