@@ -52,7 +52,12 @@ class Settings:
     max_queue_delay_ms: int = 5
     max_request_bytes: int = 64 << 20
     auth_token: str = ""
-    drain_timeout_s: int = 25
+    # SIGTERM first turns readiness off and closes keep-alive connections for this long,
+    # while endpoints and kube-proxy stop sending new requests; then the graceful
+    # shutdown waits up to drain_timeout_s for requests in flight. Together they stay
+    # under the pod's default 30 s grace period.
+    drain_delay_s: float = 5.0
+    drain_timeout_s: int = 20
     access_log: bool = False
     # Triton's --exit-on-error: a model that cannot load ends the process, with the reason
     # as its termination message, so Kubernetes (and the operator) report it.
@@ -82,7 +87,8 @@ class Settings:
             max_queue_delay_ms=_int(env, "MODELPLANE_MAX_QUEUE_DELAY_MS", 5),
             max_request_bytes=_int(env, "MODELPLANE_MAX_REQUEST_BYTES", 64 << 20, minimum=1),
             auth_token=token,
-            drain_timeout_s=_int(env, "MODELPLANE_DRAIN_TIMEOUT_S", 25),
+            drain_delay_s=float(_int(env, "MODELPLANE_DRAIN_DELAY_S", 5)),
+            drain_timeout_s=_int(env, "MODELPLANE_DRAIN_TIMEOUT_S", 20),
             access_log=_bool(env, "MODELPLANE_ACCESS_LOG", False),
             exit_on_error=_bool(env, "MODELPLANE_EXIT_ON_ERROR", True),
             termination_log=env.get("MODELPLANE_TERMINATION_LOG", "").strip(),

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .batcher import DynamicBatcher, Executor
@@ -86,6 +87,7 @@ class ModelService:
         self.model: LoadedModel | None = None
         self.executor: Executor | None = None
         self.ready = False
+        self.draining = False  # SIGTERM received: not ready, keep-alive connections close
         self.state = "starting"
         self.exit_code = 0  # what the process exits with once the server has stopped
         self.stop_server: Callable[[], None] = lambda: None  # set by serve()
@@ -178,6 +180,12 @@ class ModelService:
             raise RuntimeServingError(
                 ErrorKind.NOT_FOUND, f"unknown version {version!r} of model {name!r}"
             )
+
+    def check_not_draining(self) -> None:
+        """Readiness only: a draining server still answers inference requests."""
+        if self.draining:
+            name = self.settings.model_name
+            raise RuntimeServingError(ErrorKind.NOT_READY, f"model {name!r} is shutting down")
 
     def require_ready(self) -> tuple[LoadedModel, Executor]:
         if not self.ready or self.model is None or self.executor is None:
@@ -324,6 +332,28 @@ class FastInfer:
         await self.app(scope, receive, send)
 
 
+class CloseWhileDraining:
+    """While draining, every response says ``Connection: close``: a client on a kept-alive
+    connection then reconnects, and the Service sends it to a pod that is not leaving."""
+
+    def __init__(self, app: ASGIApp, service: ModelService) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.service.draining or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def closing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (b"connection", b"close")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, closing)
+
+
 class Routes:
     """Handlers; each one is thin and turns RuntimeServingError into its status code."""
 
@@ -336,6 +366,7 @@ class Routes:
     async def server_ready(self, request: Request) -> Response:
         try:
             self.service.require_ready()
+            self.service.check_not_draining()
         except RuntimeServingError as exc:
             return error_response(exc)
         return JSONResponse({"ready": True})
@@ -355,6 +386,7 @@ class Routes:
         try:
             self._name(request)
             self.service.require_ready()
+            self.service.check_not_draining()
         except RuntimeServingError as exc:
             return error_response(exc)
         return JSONResponse({"name": self.service.settings.model_name, "ready": True})
@@ -467,8 +499,8 @@ def create_app(settings: Settings, service: ModelService | None = None) -> ASGIA
     app.state.service = service
     front: ASGIApp = FastInfer(app, infer)
     if settings.auth_token:
-        return BearerAuth(front, settings.auth_token, service.metrics)
-    return front
+        front = BearerAuth(front, settings.auth_token, service.metrics)
+    return CloseWhileDraining(front, service)
 
 
 def serve(settings: Settings, log_level: str = "info") -> int:
@@ -476,8 +508,24 @@ def serve(settings: Settings, log_level: str = "info") -> int:
     process's exit code."""
     import uvicorn
 
+    class DrainingServer(uvicorn.Server):
+        """The first SIGTERM drains (service.draining) for drain_delay_s before uvicorn's
+        graceful shutdown: a pod stops accepting only after endpoints have moved on."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if service.draining or settings.drain_delay_s <= 0:
+                super().handle_exit(sig, frame)
+                return
+            service.draining = True
+            log.info("draining for %.1f s before shutting down", settings.drain_delay_s)
+            timer = threading.Timer(
+                settings.drain_delay_s, lambda: setattr(self, "should_exit", True)
+            )
+            timer.daemon = True
+            timer.start()
+
     service = ModelService(settings)
-    server = uvicorn.Server(
+    server = DrainingServer(
         uvicorn.Config(
             create_app(settings, service),
             host=settings.host,

@@ -218,6 +218,41 @@ def test_bearer_token_guards_the_api_not_the_probes(
     assert out is not None and out.shape == (1, 4)
 
 
+def test_sigterm_first_turns_readiness_off_and_closes_kept_alive_connections(
+    start_server: StartServer, tiny_model_dir: Path
+) -> None:
+    """The drain before shutdown: not ready, still serving, every response closes."""
+    server = start_server(
+        tiny_model_dir, MODELPLANE_MODEL_NAME="tiny", MODELPLANE_DRAIN_DELAY_S="3"
+    )
+    server.wait_ready()
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        before = client.post("/v2/models/tiny/infer", json=TINY_BODY)
+        assert before.status_code == 200 and before.headers.get("connection") != "close"
+        server.process.terminate()
+        started = time.monotonic()
+        ready = wait_for_status(client, "/v2/models/tiny/ready", 503)
+        assert "shutting down" in ready.json()["error"]
+        assert client.get("/v2/health/ready").status_code == 503
+        during = client.post("/v2/models/tiny/infer", json=TINY_BODY)
+        assert during.status_code == 200, during.text
+        assert during.json()["outputs"][0]["shape"] == [1, 4]
+        assert during.headers["connection"] == "close"
+        assert server.process.poll() is None, "still serving during the drain delay"
+    assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert time.monotonic() - started >= 2.5
+
+
+def wait_for_status(client: httpx.Client, path: str, status: int) -> httpx.Response:
+    deadline = time.monotonic() + 5
+    while True:
+        response = client.get(path)
+        if response.status_code == status or time.monotonic() > deadline:
+            assert response.status_code == status, response.text
+            return response
+        time.sleep(0.05)
+
+
 def test_sigterm_drains_in_flight_requests(start_server: StartServer, tiny_model_dir: Path) -> None:
     server = start_server(tiny_model_dir, MODELPLANE_MODEL_NAME="tiny", MODELPLANE_BATCHING="true")
     server.wait_ready()
