@@ -5,7 +5,7 @@ VENV ?= $(MODELPLANE_CACHE)/venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools cluster cluster-down cluster-status operator demo chart-sync bundle reliability bench-precision bench-venv bench-runtime bench-operator lint test test-unit test-cluster kind clean
+.PHONY: help venv tools images cluster cluster-down cluster-status operator demo chart-sync bundle reliability bench-precision bench-venv bench-runtime bench-operator lint test test-unit test-cluster kind clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -20,10 +20,13 @@ venv: ## Python environment with every extra (in the cache folder)
 	  echo "$(VENV_STAMP)" > $(VENV)/.installed; \
 	fi
 
-tools: ## build etcd, kube-*, kubectl, kwok and helm into the cache (cold: ~20 min)
+tools: ## build etcd, kube-*, kubelet, kube-proxy, CoreDNS, kwok and helm into the cache (cold: ~20 min)
 	bash hack/build-tools.sh
 
-cluster: venv tools ## start the local control plane with simulated CPU and GPU nodes
+images: venv ## build the runtime, storage-initializer and operator images (buildah, no Docker)
+	bash hack/images.sh
+
+cluster: venv tools images ## start the local cluster: simulated CPU/GPU nodes and the real node-0
 	$(PY) hack/cluster.py up
 
 cluster-down: ## stop the local control plane
@@ -53,7 +56,7 @@ bundle: tools ## render deploy/modelplane.yaml from the chart
 test-unit: venv ## fast tests, no cluster
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
-test: venv tools lint ## every test: lint, unit, cluster (gpu and kind skip where absent)
+test: venv tools lint images ## every test: lint, unit, cluster, real node (gpu and kind skip where absent)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 reliability: venv tools ## the reliability suites in soak mode: writes docs/reliability.md

@@ -142,6 +142,7 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/coremain"
 
+	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/health"
@@ -150,7 +151,8 @@ import (
 )
 
 func init() {
-	dnsserver.Directives = []string{"errors", "health", "ready", "kubernetes", "cache"}
+	// The order of CoreDNS's plugin.cfg, for the plugins built in.
+	dnsserver.Directives = []string{"bind", "ready", "health", "errors", "cache", "kubernetes"}
 }
 
 func main() { coremain.Run() }

@@ -4,6 +4,10 @@
 python hack/cluster.py up        # build tools if needed, start, print KUBECONFIG
 python hack/cluster.py status    # components and nodes
 python hack/cluster.py down      # stop everything, delete its data
+python hack/cluster.py import-images   # give the real node's containerd the built images
+python hack/cluster.py leftovers # what a stopped real node left behind (empty: nothing)
+
+MODELPLANE_REAL_NODE=0 starts no real node; =1 fails when it cannot start one.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("command", choices=["up", "down", "status", "kubeconfig"])
+    parser.add_argument(
+        "command", choices=["up", "down", "status", "kubeconfig", "import-images", "leftovers"]
+    )
     parser.add_argument("--name", default="modelplane", help="cluster name (state folder)")
     parser.add_argument("--cpu-nodes", type=int, default=2)
     parser.add_argument("--gpu-nodes", type=int, default=2)
@@ -46,6 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "kubeconfig":
         print(cluster.kubeconfig)
         return 0
+    if args.command == "import-images":
+        from localcluster import node
+
+        for ref in node.import_images():
+            print(f"imported {ref}")
+        return 0
+    if args.command == "leftovers":
+        from localcluster import node
+
+        found = node.leftovers()
+        print("\n".join(found) or "nothing left behind")
+        return 1 if found else 0
     state = cluster.state()
     if state is None or not cluster.is_running():
         print(f"cluster {args.name!r} is not running")

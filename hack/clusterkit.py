@@ -7,6 +7,7 @@ kubeconfig (kind, say); only ``audit_events`` needs the local one.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -94,3 +95,28 @@ def wait_for(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+class Helm:
+    """The pinned helm binary, pointed at the test cluster, with its own state folders."""
+
+    def __init__(self, cluster: Cluster, home: Path) -> None:
+        self.cluster = cluster
+        self.env = {
+            **os.environ,
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(BIN_DIR / "helm"), f"--kubeconfig={self.cluster.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=180,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}")
+        return proc

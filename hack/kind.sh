@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# For users with a Docker engine: a kind cluster shaped like the local test cluster.
+# For users with a Docker engine: a kind cluster shaped like the local test cluster, with
+# modelplane's images built and loaded.
 # kind runs real kubelets, so there are no simulated pod failures; one worker gets
 # fake nvidia.com/gpu capacity (a status patch), the GPU product label and taint,
 # so GPU scheduling behaves as on a GPU node. Then run the tests against it:
@@ -25,6 +26,19 @@ if ! "$kind" get clusters 2>/dev/null | grep -qx "$name"; then
     | "$kind" create cluster --name "$name" --kubeconfig "$kubeconfig" --config - >&2
 fi
 "$kind" get kubeconfig --name "$name" >"$kubeconfig"
+
+# modelplane's images, built from the repository's Dockerfiles and loaded into the kind
+# nodes under the names the chart and the operator default to (pull policy IfNotPresent),
+# so `helm install` and CPU ModelDeployments need no registry. Docker's layer cache makes
+# a warm run quick. The CUDA runtime image (runtime/Dockerfile.cuda) is not built here.
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$here/../pyproject.toml")
+build() { # build TAG DOCKERFILE [TARGET]
+  docker build -q -f "$here/../$2" ${3:+--target "$3"} -t "$1" "$here/.." >&2
+  "$kind" load docker-image --name "$name" "$1" >&2
+}
+build "ghcr.io/modelplane/runtime:$version" runtime/Dockerfile runtime
+build "ghcr.io/modelplane/storage-initializer:$version" runtime/Dockerfile storage
+build "ghcr.io/modelplane/operator:$version" operator/Dockerfile
 kubectl() { "$cache/bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 gpu_node=$(kubectl get nodes -l '!node-role.kubernetes.io/control-plane' -o jsonpath='{.items[0].metadata.name}')
 kubectl patch node "$gpu_node" --subresource=status --type=merge \

@@ -44,6 +44,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.unit)
         elif folder == "cluster":
             item.add_marker(pytest.mark.cluster)
+        elif folder == "node":
+            item.add_marker(pytest.mark.cluster)
+            item.add_marker(pytest.mark.node)
         if "gpu" in item.keywords and not _cuda_available():
             item.add_marker(skip_gpu)
         if "kind" in item.keywords and not _docker_engine_running():
@@ -123,7 +126,15 @@ def cluster() -> Iterator[Cluster]:
         local.start(default_nodes())
         yield Cluster.for_local(local)
     finally:
+        real_node = local.real_node
         local.stop()
+    if real_node:
+        from localcluster import node
+
+        # cluster-down and the fixtures leave nothing behind: processes, mounts,
+        # network namespaces, links, routes, iptables chains.
+        left = node.leftovers()
+        assert not left, "the real node's teardown left:\n" + "\n".join(left)
 
 
 @pytest.fixture

@@ -12,7 +12,12 @@ import kopf
 from prometheus_client import start_http_server
 
 from . import handlers, memory
-from .config import DEFAULT_RUNTIME_IMAGE, OperatorConfig
+from .config import (
+    DEFAULT_GPU_RUNTIME_IMAGE,
+    DEFAULT_RUNTIME_IMAGE,
+    DEFAULT_STORAGE_IMAGE,
+    OperatorConfig,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--runtime-image", default=env("MODELPLANE_RUNTIME_IMAGE", DEFAULT_RUNTIME_IMAGE)
     )
-    p.add_argument("--storage-initializer-image", default=env("MODELPLANE_STORAGE_IMAGE"))
+    p.add_argument(
+        "--gpu-runtime-image",
+        default=env("MODELPLANE_GPU_RUNTIME_IMAGE", DEFAULT_GPU_RUNTIME_IMAGE),
+        help="runtime image of models that request GPUs (torch's CUDA build)",
+    )
+    p.add_argument(
+        "--storage-initializer-image",
+        default=env("MODELPLANE_STORAGE_IMAGE", DEFAULT_STORAGE_IMAGE),
+        help="image of the storage-initializer init container (http, file, pvc, s3, gs)",
+    )
     p.add_argument("--cluster-domain", default=env("MODELPLANE_CLUSTER_DOMAIN", "cluster.local"))
     p.add_argument("--metrics-port", type=int, default=int(env("MODELPLANE_METRICS_PORT", "9090")))
     p.add_argument("--health-port", type=int, default=int(env("MODELPLANE_HEALTH_PORT", "8081")))
@@ -65,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers.configure(
         OperatorConfig(
             runtime_image=args.runtime_image,
+            gpu_runtime_image=args.gpu_runtime_image,
             storage_initializer_image=args.storage_initializer_image,
             cluster_domain=args.cluster_domain,
         ),

@@ -5,12 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/modelplane/runtime:0.1.0"
+# GPU models need torch's CUDA build (runtime/Dockerfile.cuda); the CPU image would
+# crash-loop on a GPU node with MODELPLANE_DEVICE=cuda.
+DEFAULT_GPU_RUNTIME_IMAGE = "ghcr.io/modelplane/runtime:0.1.0-cuda"
+# The storage initializer's own image has s3fs and gcsfs; the runtime image has neither.
+DEFAULT_STORAGE_IMAGE = "ghcr.io/modelplane/storage-initializer:0.1.0"
 FIELD_MANAGER = "modelplane"
 
 
 @dataclass(frozen=True)
 class OperatorConfig:
     runtime_image: str = DEFAULT_RUNTIME_IMAGE
-    storage_initializer_image: str | None = None  # None: the runtime image
+    gpu_runtime_image: str = DEFAULT_GPU_RUNTIME_IMAGE
+    storage_initializer_image: str = DEFAULT_STORAGE_IMAGE
     cluster_domain: str = "cluster.local"
     field_manager: str = FIELD_MANAGER

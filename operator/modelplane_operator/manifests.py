@@ -104,7 +104,7 @@ def _storage_initializer(md: ModelDeploymentSpec, config: OperatorConfig) -> dic
         env.append({"name": "MODELPLANE_STORAGE_SHA256", "value": md.sha256})
     container: dict[str, Any] = {
         "name": STORAGE_CONTAINER,
-        "image": md.storage_image or config.storage_initializer_image or _image(md, config),
+        "image": md.storage_image or config.storage_initializer_image,
         "command": ["modelplane-storage"],
         "args": [md.uri, MODEL_DIR],
         "env": env,
@@ -123,7 +123,9 @@ def _storage_initializer(md: ModelDeploymentSpec, config: OperatorConfig) -> dic
 
 
 def _image(md: ModelDeploymentSpec, config: OperatorConfig) -> str:
-    return md.image or config.runtime_image
+    if md.image:
+        return md.image
+    return config.gpu_runtime_image if md.gpu.count else config.runtime_image
 
 
 def _runtime_container(md: ModelDeploymentSpec, config: OperatorConfig) -> dict[str, Any]:

@@ -13,9 +13,7 @@ session operator is stopped only while the chart's identity runs, then restarted
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,8 +23,7 @@ from typing import Any
 import pytest
 from mdkit import condition, get, model_deployment, wait_condition
 
-from clusterkit import Cluster, wait_for
-from localcluster import BIN_DIR
+from clusterkit import Cluster, Helm, wait_for
 from reliabilitykit import Recorder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,31 +32,6 @@ CRD = "modeldeployments.modelplane.io"
 KOPF_CRDS = ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev")
 
 pytestmark = pytest.mark.usefixtures("crds")
-
-
-class Helm:
-    """The pinned helm binary, pointed at the test cluster, with its own state folders."""
-
-    def __init__(self, cluster: Cluster, home: Path) -> None:
-        self.cluster = cluster
-        self.env = {
-            **os.environ,
-            "HELM_CACHE_HOME": str(home / "cache"),
-            "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_DATA_HOME": str(home / "data"),
-        }
-
-    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [str(BIN_DIR / "helm"), f"--kubeconfig={self.cluster.kubeconfig}", *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=180,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}")
-        return proc
 
 
 @pytest.fixture

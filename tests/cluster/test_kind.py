@@ -38,3 +38,12 @@ def test_kind_script_creates_a_cluster_with_a_gpu_node() -> None:
         ).stdout
     )["items"]
     assert nodes and nodes[0]["status"]["allocatable"]["nvidia.com/gpu"] == "4"
+    # The images are loaded into every node, under the chart's and operator's defaults.
+    images = subprocess.run(
+        ["docker", "exec", "modelplane-worker", "crictl", "images", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for image in ("runtime", "storage-initializer", "operator"):
+        assert f"ghcr.io/modelplane/{image}:0.1.0" in images, image

@@ -165,6 +165,7 @@ def test_runtime_and_log_values_become_operator_flags() -> None:
     docs = render(
         "runtime.image=registry.example/rt:2",
         "runtime.storageInitializerImage=registry.example/init:2",
+        "runtime.gpuImage=registry.example/rt:2-cuda",
         "logFormat=plain",
         "clusterDomain=corp.local",
         "extraArgs={--resync-seconds=30}",
@@ -172,6 +173,7 @@ def test_runtime_and_log_values_become_operator_flags() -> None:
     args = build_parser().parse_args(container(docs)["args"])
     assert args.runtime_image == "registry.example/rt:2"
     assert args.storage_initializer_image == "registry.example/init:2"
+    assert args.gpu_runtime_image == "registry.example/rt:2-cuda"
     assert args.log_format == "plain"
     assert args.cluster_domain == "corp.local"
     assert args.resync_seconds == 30.0

@@ -27,3 +27,28 @@ def test_default_topology_is_two_cpu_and_two_gpu_nodes_of_four() -> None:
     nodes = default_nodes()
     assert [n.name for n in nodes] == ["cpu-0", "cpu-1", "gpu-0", "gpu-1"]
     assert sum(n.gpus for n in nodes) == 8
+
+
+def test_every_cluster_address_is_in_the_benchmarking_range_and_none_is_private() -> None:
+    import ipaddress
+    import re
+
+    from localcluster import addresses
+    from localcluster.cluster import ClusterState, LocalCluster
+    from localcluster.components import CONTROL_PLANE
+
+    private = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+    for address in addresses.ALL:
+        assert addresses.in_cluster_range(address), address
+    for real_node in (False, True):
+        cluster = LocalCluster(name="unit-addresses", real_node=real_node)
+        ports = {p: 1 for c in CONTROL_PLANE for p in c.ports}
+        cluster._state = ClusterState(name="unit", ports=ports, real_node=real_node)
+        words = " ".join(w for c in CONTROL_PLANE if c.command for w in c.command(cluster))
+        found = re.findall(r"\d+\.\d+\.\d+\.\d+(?:/\d+)?", words)
+        assert found, "the commands name addresses"
+        for text in found:
+            network = ipaddress.ip_network(text, strict=False)
+            assert not any(network.subnet_of(p) for p in private), text  # type: ignore[arg-type]
+            local = network.is_loopback or network.is_unspecified  # 127.0.0.1, bind 0.0.0.0
+            assert local or network.subnet_of(addresses.CLUSTER_RANGE), text  # type: ignore[arg-type]

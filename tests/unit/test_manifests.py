@@ -11,7 +11,9 @@ from modelplane_operator.config import OperatorConfig
 from modelplane_operator.manifests import build_deployment, build_service, endpoint
 from modelplane_operator.spec import parse
 
-CONFIG = OperatorConfig(runtime_image="example.com/runtime:1")
+CONFIG = OperatorConfig(
+    runtime_image="example.com/runtime:1", gpu_runtime_image="example.com/runtime:1-cuda"
+)
 
 
 def containers(dep: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -22,7 +24,7 @@ def containers(dep: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_deployment_runs_the_runtime_with_the_container_contract() -> None:
     dep = build_deployment(parse(md_body()), CONFIG, 1, "h", 2)
     runtime = containers(dep)["runtime"]
-    assert runtime["image"] == "example.com/runtime:1"
+    assert runtime["image"] == "example.com/runtime:1-cuda"  # the example model has a GPU
     assert runtime["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert runtime["readinessProbe"]["httpGet"]["path"] == "/v2/models/resnet/ready"
     assert runtime["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
@@ -162,3 +164,33 @@ def test_precision_reaches_the_runtime_only_when_set() -> None:
     cpu_body = md_body(runtime={"gpu": {"count": 0}, "precision": "int8"})
     env = runtime_env(cpu_body)
     assert env["MODELPLANE_PRECISION"] == "int8" and env["MODELPLANE_DEVICE"] == "cpu"
+
+
+def test_gpu_models_get_the_cuda_image_and_every_model_the_storage_image() -> None:
+    """The CPU runtime image would crash-loop on a GPU node with MODELPLANE_DEVICE=cuda,
+    and only the storage initializer's own image can fetch s3:// and gs:// URIs."""
+    config = OperatorConfig(
+        runtime_image="example.com/runtime:1",
+        gpu_runtime_image="example.com/runtime:1-cuda",
+        storage_initializer_image="example.com/storage:1",
+    )
+    for gpus, image, device in (
+        (0, "example.com/runtime:1", "cpu"),
+        (1, "example.com/runtime:1-cuda", "cuda"),
+    ):
+        body = md_body(runtime={"gpu": {"count": gpus}})
+        dep = build_deployment(parse(body), config, 1, "h", 2)
+        runtime = containers(dep)["runtime"]
+        assert runtime["image"] == image
+        assert {"name": "MODELPLANE_DEVICE", "value": device} in runtime["env"]
+        assert containers(dep)["storage-initializer"]["image"] == "example.com/storage:1"
+    own = md_body(
+        runtime={
+            "gpu": {"count": 1},
+            "image": "mine/rt:7",
+            "storageInitializerImage": "mine/init:7",
+        }
+    )
+    dep = build_deployment(parse(own), config, 1, "h", 2)
+    assert containers(dep)["runtime"]["image"] == "mine/rt:7"
+    assert containers(dep)["storage-initializer"]["image"] == "mine/init:7"

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# `make images`: builds modelplane's three images (runtime, storage-initializer, operator)
+# and the real node's pod sandbox image (hack/pause)
+# from the repository's own Dockerfiles without a Docker engine and without Docker Hub:
+#   - the base is a local image equivalent to python:3.11-slim-bookworm, made from Debian
+#     packages with debootstrap;
+#   - buildah (daemonless) builds each Dockerfile from it;
+#   - pip installs from a wheelhouse downloaded on the host (inside a build step the
+#     registries' certificate is trusted only by the host's CA bundle, which must never be
+#     baked into an image), mounted read-only into the build.
+# Each image is tagged by the hash of everything it is built from and exported once as an
+# OCI archive under $MODELPLANE_CACHE/images, so a warm run rebuilds nothing. The real
+# node imports the archives into its containerd (hack/localcluster/node.py); when that
+# containerd is running, this script imports them at once.
+# Writes $MODELPLANE_CACHE/images/images.env with the image references.
+set -euo pipefail
+shopt -s inherit_errexit  # a failed build inside $(...) fails the script
+cd "$(dirname "$0")/.."
+cache=${MODELPLANE_CACHE:-$HOME/.cache/modelplane}
+images="$cache/images"
+wheels="$cache/wheelhouse"
+py=${PY:-$cache/venv/bin/python}
+mkdir -p "$images" "$wheels"
+log() { printf '[images] %s\n' "$*" >&2; }
+[ "$(id -u)" = 0 ] || { echo "make images needs root (buildah with overlay storage)" >&2; exit 1; }
+for tool in buildah debootstrap; do
+  command -v "$tool" >/dev/null || {
+    log "installing buildah and debootstrap from Debian's packages"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap >/dev/null
+    break
+  }
+done
+
+# buildah's own storage in the cache (layers are reused across builds: --layers).
+bud() { buildah --storage-driver overlay --root "$cache/buildah/root" --runroot /run/modelplane-buildah "$@"; }
+
+# ---------------------------------------------------------------- the base image
+# Debian bookworm's python3 (3.11.2) with venv and CA certificates: what the Dockerfiles
+# need of python:3.11-slim-bookworm. Keyed by the package list.
+BASE_PACKAGES="python3,python3-venv,python-is-python3,ca-certificates,libstdc++6"
+base_key=$(printf 'bookworm %s' "$BASE_PACKAGES" | sha256sum | cut -c1-12)
+base_image="localhost/modelplane/python:3.11-bookworm-$base_key"
+if ! bud inspect --type image "$base_image" >/dev/null 2>&1; then
+  log "base image $base_image (debootstrap bookworm: $BASE_PACKAGES)"
+  root="$images/base-rootfs"
+  rm -rf "$root"
+  debootstrap --variant=minbase --include="$BASE_PACKAGES" bookworm "$root" http://deb.debian.org/debian >&2
+  chroot "$root" apt-get clean
+  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*
+  tar -C "$root" -cf "$images/base-rootfs.tar" .
+  ctr=$(bud from scratch)
+  bud add "$ctr" "$images/base-rootfs.tar" / >/dev/null
+  bud config --env LANG=C.UTF-8 --cmd python3 "$ctr"
+  bud commit --rm "$ctr" "$base_image" >/dev/null
+  rm -rf "$root" "$images/base-rootfs.tar"
+fi
+
+# ------------------------------------------------------------------ the wheelhouse
+# Everything the three images pip-install, for CPython 3.11 on x86-64 Linux (the same
+# wheels the host's 3.11 uses). PyPI's torch is the CUDA build: the CPU index is not
+# reachable here, so TORCH_INDEX_URL is a build argument (docs/images.md).
+torch_version=$(sed -n 's/.*"torch==\([^"]*\)".*/\1/p' pyproject.toml | head -1)
+wheel_key=$(cat pyproject.toml | sha256sum | cut -c1-12)
+extras() { # extras NAME...: the requirements of those extras of pyproject.toml
+  "$py" -c 'import sys, tomllib
+extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]
+print("\n".join(r for name in sys.argv[1:] for r in extras[name]))' "$@"
+}
+if [ ! -e "$wheels/.complete-$wheel_key" ]; then
+  log "wheelhouse for pyproject.toml $wheel_key"
+  # The runtime's and operator's closure pinned to what the venv resolved (make venv): no
+  # second resolution, the same versions. The storage extras (s3fs, gcsfs: not in the
+  # venv) resolve on their own; their image installs nothing else.
+  "$py" -m pip download --quiet --dest "$wheels" --only-binary=:all: \
+    -c <("$py" -m pip freeze --exclude-editable) \
+    "setuptools>=77" wheel "torch==$torch_version" -r <(extras runtime operator) >&2
+  "$py" -m pip download --quiet --dest "$wheels" --only-binary=:all: \
+    -r <(extras storage s3 gcs) >&2
+  touch "$wheels/.complete-$wheel_key"
+fi
+
+# --------------------------------------------------------------------- the images
+sources_hash() { # the content every image copies (its dockerignore keeps only these)
+  find pyproject.toml README.md operator/modelplane_operator runtime/modelplane_runtime \
+    -type f ! -path '*__pycache__*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12
+}
+src=$(sources_hash)
+
+build() { # build NAME DOCKERFILE TARGET -> prints the image reference
+  local name=$1 dockerfile=$2 target=$3
+  local tag
+  tag=$(printf '%s %s %s %s %s' "$src" "$base_image" "$target" \
+    "$(sha256sum "$dockerfile" "$dockerfile.dockerignore" | cut -c1-64 | tr '\n' ' ')" "$wheel_key" \
+    | sha256sum | cut -c1-12)
+  local ref="localhost/modelplane/$name:$tag" archive="$images/$name-$tag.oci.tar"
+  if [ ! -s "$archive" ]; then
+    local t0=$SECONDS
+    if ! bud inspect --type image "$ref" >/dev/null 2>&1; then
+      log "building $ref ($dockerfile, target $target)"
+      bud bud --layers --isolation chroot --network host --quiet \
+        -f "$dockerfile" --ignorefile "$dockerfile.dockerignore" ${target:+--target "$target"} \
+        --build-arg PYTHON_IMAGE="$base_image" \
+        --build-arg TORCH_INDEX_URL=https://pypi.org/simple \
+        --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/wheels \
+        -v "$wheels:/wheels:ro" -t "$ref" . >/dev/null
+    fi
+    log "exporting $ref to $archive"
+    rm -f "$images/$name-"*.oci.tar  # one archive per image: the newest content
+    bud push --quiet --disable-compression "$ref" "oci-archive:$archive.part:$ref"
+    mv "$archive.part" "$archive"
+    printf '%s %s %s\n' "$name" "$tag" "$((SECONDS - t0))" >>"$images/build-times.log"
+  fi
+  echo "$ref"
+}
+
+pause_image() { # the pod sandbox process (hack/pause), a static Go binary in an empty image
+  local tag
+  tag=$(cat hack/pause/main.go hack/pause/go.mod | sha256sum | cut -c1-12)
+  local ref="localhost/modelplane/pause:$tag" archive="$images/pause-$tag.oci.tar"
+  if [ ! -s "$archive" ]; then
+    log "building $ref"
+    (cd hack/pause && CGO_ENABLED=0 GOTOOLCHAIN=local go build -trimpath -ldflags "-s -w" -o "$images/pause" .)
+    local ctr
+    ctr=$(bud from scratch)
+    bud copy "$ctr" "$images/pause" /pause >/dev/null
+    bud config --entrypoint '["/pause"]' --user 65535:65535 "$ctr"
+    bud commit --rm --quiet "$ctr" "$ref" >/dev/null
+    rm -f "$images/pause-"*.oci.tar
+    bud push --quiet --disable-compression "$ref" "oci-archive:$archive.part:$ref"
+    mv "$archive.part" "$archive"
+  fi
+  echo "$ref"
+}
+
+pause=$(pause_image)
+runtime=$(build runtime runtime/Dockerfile runtime)
+storage=$(build storage-initializer runtime/Dockerfile storage)
+operator=$(build operator operator/Dockerfile "")
+cat >"$images/images.env" <<ENV
+MODELPLANE_PAUSE_IMAGE=$pause
+MODELPLANE_RUNTIME_IMAGE=$runtime
+MODELPLANE_STORAGE_IMAGE=$storage
+MODELPLANE_OPERATOR_IMAGE=$operator
+ENV
+log "images: $runtime $storage $operator"
+
+# The real node's containerd, when it runs, gets them now (else at node start).
+if [ -S /run/modelplane/containerd/containerd.sock ]; then
+  "$py" hack/cluster.py import-images
+fi
+echo "$images/images.env"

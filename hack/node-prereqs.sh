@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# What the real node (node-0) and `make images` need from Debian's packages: containerd
+# (1.6), runc, the CNI plugins, iptables and conntrack (kube-proxy), buildah (daemonless
+# image builds) and debootstrap (the local base image). Installs only what is missing,
+# and only as root; elsewhere it says what is missing and the real node stays off.
+set -euo pipefail
+need=()
+for pair in containerd:containerd runc:runc iptables:iptables conntrack:conntrack \
+            buildah:buildah debootstrap:debootstrap; do
+  command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+done
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "[node-prereqs] not root: the real node needs ${need[*]} (apt-get install); it stays off" >&2
+  exit 0
+fi
+echo "[node-prereqs] installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; }

@@ -1,0 +1,121 @@
+"""Closed-loop load through a Service, bounded in count and time, and its figures."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from nodekit import INPUT
+
+BODY = {
+    "inputs": [
+        {
+            "name": "x",
+            "shape": list(INPUT.shape),
+            "datatype": "FP32",
+            "data": INPUT.ravel().tolist(),
+        }
+    ]
+}
+
+
+@dataclass
+class Outcome:
+    at: float
+    ok: bool
+    version: str
+    seconds: float
+    error: str = ""
+
+
+@dataclass
+class ClosedLoop:
+    """``clients`` threads, each with its own kept-alive connection, sending back to back
+    until stopped, ``max_requests`` in all or ``max_seconds`` have passed."""
+
+    url: str
+    clients: int = 4
+    max_requests: int = 40_000
+    max_seconds: float = 300.0
+    outcomes: list[Outcome] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def __enter__(self) -> ClosedLoop:
+        self.started = time.monotonic()
+        for _ in range(self.clients):
+            thread = threading.Thread(target=self._run, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set() and len(self.outcomes) < self.max_requests:
+                if time.monotonic() - self.started > self.max_seconds:
+                    return
+                t0 = time.monotonic()
+                try:
+                    response = client.post(f"{self.url}/v2/models/tiny/infer", json=BODY)
+                    ok = response.status_code == 200
+                    version = response.json().get("model_version", "") if ok else ""
+                    error = "" if ok else f"HTTP {response.status_code}: {response.text[:200]}"
+                except (httpx.HTTPError, ValueError) as exc:
+                    ok, version, error = False, "", f"{type(exc).__name__}: {exc}"
+                self.outcomes.append(
+                    Outcome(t0 - self.started, ok, version, time.monotonic() - t0, error)
+                )
+
+    def figures(self) -> dict[str, Any]:
+        latencies = sorted(o.seconds for o in self.outcomes if o.ok)
+        versions: dict[str, int] = {}
+        for o in self.outcomes:
+            if o.ok:
+                versions[o.version] = versions.get(o.version, 0) + 1
+        return {
+            "requests": len(self.outcomes),
+            "failures": sum(not o.ok for o in self.outcomes),
+            "p50_ms": round(statistics.median(latencies) * 1000, 2) if latencies else None,
+            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2)
+            if latencies
+            else None,
+            "seconds": round(max((o.at for o in self.outcomes), default=0.0), 1),
+            "versions": versions,
+            "errors": sorted({o.error for o in self.outcomes if not o.ok})[:5],
+        }
+
+
+def commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    )
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def write_report(path: Path, title: str, runs: dict[str, dict[str, Any]], setup: str) -> None:
+    """The figures as JSON and Markdown, with the commit they were measured at."""
+    data = {"commit": commit(), "measured": time.strftime("%Y-%m-%d"), "setup": setup, "runs": runs}
+    path.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
+    rows = [
+        f"| {name} | {r['requests']} | {r['failures']} | {r['p50_ms']} | {r['p99_ms']} "
+        f"| {r['seconds']} | " + ", ".join(f"{v}: {n}" for v, n in r["versions"].items()) + " |"
+        for name, r in runs.items()
+    ]
+    path.with_suffix(".md").write_text(
+        f"# {title}\n\nMeasured at commit `{data['commit']}` on {data['measured']}. {setup}\n\n"
+        "| run | requests | failed | p50 ms | p99 ms | seconds | answers by version |\n"
+        "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
