@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's first command (`make demo`): on a fresh machine, sets everything up,
-# starts the local cluster (simulated CPU and GPU nodes), installs the Helm chart,
+# starts the local cluster (simulated CPU and GPU nodes, one real node), installs the Helm chart,
 # runs the operator with the chart's ServiceAccount and
 # serves a ModelDeployment, then upgrades it and shows what a GPU shortage looks like.
 set -euo pipefail
@@ -12,10 +12,13 @@ step "Python environment ($MODELPLANE_CACHE/venv)"
 make --no-print-directory venv
 py="$MODELPLANE_CACHE/venv/bin/python"
 
-step "Control-plane binaries (built once into $MODELPLANE_CACHE/bin; cold build ~20 min)"
+step "Control-plane and node binaries (built once into $MODELPLANE_CACHE/bin; cold build ~20 min)"
 bash hack/build-tools.sh
 
-step "Local cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok"
+step "Images: runtime, storage initializer, operator (buildah, no Docker; cached by content)"
+bash hack/images.sh
+
+step "Local cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, and the real node-0"
 "$py" hack/cluster.py up
 kubeconfig=$("$py" hack/cluster.py kubeconfig)
 kubectl() { "$MODELPLANE_CACHE/bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
@@ -80,8 +83,11 @@ kubectl -n demo wait --for=condition=Ready md/resnet --timeout=60s
 kubectl -n demo get md resnet
 kubectl -n demo get events --field-selector involvedObject.kind=ModelDeployment --sort-by=.lastTimestamp | tail -8
 
-step "Real inference: pods are simulated here, so the same runtime runs locally"
+step "The same runtime as a local process (no cluster): modelplane package, storage initializer, inference"
 "$py" hack/demo_inference.py
+
+# The real part: modelplane's images in real pods on node-0, a Service, a rollout under load.
+"$py" hack/demo_node.py
 
 step "Done"
 echo "The cluster keeps running:  export KUBECONFIG=$kubeconfig"

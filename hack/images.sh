@@ -22,14 +22,13 @@ wheels="$cache/wheelhouse"
 py=${PY:-$cache/venv/bin/python}
 mkdir -p "$images" "$wheels"
 log() { printf '[images] %s\n' "$*" >&2; }
-[ "$(id -u)" = 0 ] || { echo "make images needs root (buildah with overlay storage)" >&2; exit 1; }
-for tool in buildah debootstrap; do
-  command -v "$tool" >/dev/null || {
-    log "installing buildah and debootstrap from Debian's packages"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap >/dev/null
-    break
-  }
-done
+if [ "$(id -u)" != 0 ]; then
+  # Without root there is no real node to run them either (tests/node skip).
+  [ "${MODELPLANE_REAL_NODE:-}" = 1 ] && { echo "make images needs root (buildah, overlay)" >&2; exit 1; }
+  log "not root: no images built (the real node needs root too)"
+  exit 0
+fi
+bash hack/node-prereqs.sh
 
 # buildah's own storage in the cache (layers are reused across builds: --layers).
 bud() { buildah --storage-driver overlay --root "$cache/buildah/root" --runroot /run/modelplane-buildah "$@"; }
@@ -81,7 +80,7 @@ fi
 
 # --------------------------------------------------------------------- the images
 sources_hash() { # the content every image copies (its dockerignore keeps only these)
-  find pyproject.toml README.md operator/modelplane_operator runtime/modelplane_runtime \
+  find pyproject.toml operator/modelplane_operator runtime/modelplane_runtime \
     -type f ! -path '*__pycache__*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12
 }
 src=$(sources_hash)
@@ -109,6 +108,10 @@ build() { # build NAME DOCKERFILE TARGET -> prints the image reference
     bud push --quiet --disable-compression "$ref" "oci-archive:$archive.part:$ref"
     mv "$archive.part" "$archive"
     printf '%s %s %s\n' "$name" "$tag" "$((SECONDS - t0))" >>"$images/build-times.log"
+    # Older builds of this image leave buildah's storage (their layers stay cached).
+    bud images --format '{{.Name}}:{{.Tag}}' | grep "^localhost/modelplane/$name:" | grep -v ":$tag\$" \
+      | xargs -r buildah --storage-driver overlay --root "$cache/buildah/root" \
+          --runroot /run/modelplane-buildah rmi >/dev/null 2>&1 || true
   fi
   echo "$ref"
 }

@@ -25,7 +25,7 @@ from localcluster.addresses import NODE_IP
 from localcluster.node import REAL_NODE_LABEL, STATE_ROOT, image_refs
 from modelplane_runtime.package import load_factory, package_model
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "models" / "mlp.py"
 # World-readable: the storage initializer (uid 1000) reads it through a hostPath PV.
 MODELS_ROOT = STATE_ROOT / "test-models"
