@@ -17,10 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-import tritonclient.http as triton  # noqa: E402
-from loadkit import ClosedLoop  # noqa: E402
-from nodekit import (  # noqa: E402
+import numpy as np
+import tritonclient.http as triton
+
+from clusterkit import Cluster, wait_for
+from loadkit import ClosedLoop
+from localcluster import LocalCluster
+from nodekit import (
     INPUT,
     MODELS_ROOT,
     Images,
@@ -31,9 +34,6 @@ from nodekit import (  # noqa: E402
     serve_models,
     wait_ready,
 )
-
-from clusterkit import Cluster, wait_for  # noqa: E402
-from localcluster import LocalCluster  # noqa: E402
 
 NS = "demo-node"
 
@@ -65,9 +65,8 @@ def demo(cluster: Cluster, images: Images, url: str, expected: dict[str, np.ndar
     cluster.apply(node_md("tiny", images, f"{url}/tiny-v1.tar.gz", "v1", replicas=2), namespace=NS)
     started = time.monotonic()
     wait_ready(cluster, NS, "tiny", timeout=300)
-    print(
-        f"Ready after {time.monotonic() - started:.0f} s (storage initializer, load, the kubelet's probe)"
-    )
+    seconds = time.monotonic() - started
+    print(f"Ready after {seconds:.0f} s (storage initializer, model load, the kubelet's probe)")
     print(cluster.kubectl("get", "md,pods", "-n", NS, "-o", "wide").stdout)
 
     step("Real inference through the Service's ClusterIP (kube-proxy), with tritonclient")
@@ -77,9 +76,8 @@ def demo(cluster: Cluster, images: Images, url: str, expected: dict[str, np.ndar
     x.set_data_from_numpy(INPUT)
     result = client.infer("tiny", [x])
     out = result.as_numpy("output0")
-    print(
-        f"POST http://{ip}/v2/models/tiny/infer -> model_version {result.get_response()['model_version']}"
-    )
+    version = result.get_response()["model_version"]
+    print(f"POST http://{ip}/v2/models/tiny/infer -> model_version {version}")
     print(out)
     print(
         "matches the model run in-process:",
@@ -104,7 +102,8 @@ def demo(cluster: Cluster, images: Images, url: str, expected: dict[str, np.ndar
     figures = load.figures()
     print(
         f"{figures['requests']} requests, {figures['failures']} failed, "
-        f"p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, answers by version {figures['versions']}"
+        f"p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, "
+        f"answers by version {figures['versions']}"
     )
     return 0 if figures["failures"] == 0 else 1
 

@@ -63,7 +63,8 @@ class ModelStore:
 
 def _tiny(seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return load_factory(f"{EXAMPLES}:tiny_mlp")().eval()
+    module: torch.nn.Module = load_factory(f"{EXAMPLES}:tiny_mlp")()
+    return module.eval()
 
 
 def _tarball(folder: Path, path: Path) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nodekit import Images, ModelStore, cluster_ip, condition, infer_json, node_md, pods, wait_ready
-
 from clusterkit import Cluster, Helm, wait_for
 from localcluster.pki import NODE_NAME
+from nodekit import Images, ModelStore, cluster_ip, condition, infer_json, node_md, pods, wait_ready
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "modelplane"
 
