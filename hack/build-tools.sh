@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl), kwok, helm and the real node's kubelet, kube-proxy and
-# CoreDNS from the Go module proxy into a cache
+# kube-scheduler, kubectl), kwok, helm and the real node's kubelet, kube-proxy, CoreDNS
+# and metrics-server from the Go module proxy into a cache
 # outside the repository. Each tool lands in $MODELPLANE_CACHE/bin/<tool>-<version>
 # and is rebuilt only when its pinned version changes. Prints the bin folder.
 set -euo pipefail
@@ -166,6 +166,9 @@ build_kubernetes kube-apiserver kube-controller-manager kube-scheduler kubectl
 # The real node (node-0): same wrapper module, so a warm Go cache makes this ~1 minute.
 build_kubernetes kubelet kube-proxy
 build_coredns
+# metrics-server reads the real kubelet's resource metrics (HorizontalPodAutoscaler tests).
+build_module_tool metrics-server sigs.k8s.io/metrics-server "$METRICS_SERVER_VERSION" \
+  sigs.k8s.io/metrics-server/cmd/metrics-server
 build_module_tool kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok \
   "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
 build_module_tool helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \

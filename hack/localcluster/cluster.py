@@ -220,6 +220,8 @@ class LocalCluster:
         if component.command is not None:
             state.pids[component.name] = self._spawn(component, state)
             self._save(state)
+        if component.after_start is not None:
+            component.after_start(self)
         if component.ready is not None:
             ready = component.ready
             timeout = NODE_STARTUP_TIMEOUT_S if component in node.NODE else STARTUP_TIMEOUT_S

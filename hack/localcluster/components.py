@@ -43,6 +43,7 @@ class Component:
     command: Callable[[Site], list[str]] | None = None
     ready: Callable[[Site], bool] | None = None  # polled after start, when given
     prepare: Callable[[Site], None] | None = None  # config files, host state; before start
+    after_start: Callable[[Site], None] | None = None  # once its process runs
     before_stop: Callable[[Site], None] | None = None  # while it still runs
     cleanup: Callable[[Site], None] | None = None  # what its process leaves; after stop
     ports: tuple[str, ...] = ()  # names of the free ports it listens on
@@ -100,6 +101,15 @@ def _apiserver(c: Site) -> list[str]:
             f"--kubelet-client-key={p / 'apiserver-kubelet.key'}",
             f"--kubelet-certificate-authority={p / 'ca.crt'}",
             "--kubelet-preferred-address-types=InternalIP",
+            # The aggregation layer, for metrics-server (metrics.k8s.io) on node-0.
+            f"--requestheader-client-ca-file={p / 'ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
+            "--enable-aggregator-routing=true",  # to the endpoint, not the Service address
         ]
     else:
         command += [

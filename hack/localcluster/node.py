@@ -10,6 +10,7 @@ components leave behind; ``leftovers()`` lists what would remain, for the tests.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -45,7 +46,14 @@ NODE_LINK = "mp-node"  # holds NODE_IP/32; its peer sits in SINK_NETNS, where pa
 SINK_LINK = "mp-sink"
 SINK_NETNS = "modelplane-sink"
 MOUNT_ROOTS = (RUN_DIR, STATE_ROOT, CONTAINERD_ROOT)
-PROCESS_NAMES = ("kubelet", "containerd", "containerd-shim-runc-v2", "kube-proxy", "coredns")
+PROCESS_NAMES = (
+    "kubelet",
+    "containerd",
+    "containerd-shim-runc-v2",
+    "kube-proxy",
+    "coredns",
+    "metrics-server",
+)
 HOST_PACKAGES = {
     "containerd": "containerd",
     "runc": "runc",
@@ -364,6 +372,89 @@ def _coredns(c: Site) -> list[str]:
     return [c.binary("coredns"), "-conf", str(c.dir / "node" / "Corefile")]
 
 
+# ------------------------------------------------------------------ metrics-server
+def _metrics_server(c: Site) -> list[str]:
+    kc = str(c.kubeconfig)
+    return [
+        c.binary("metrics-server"),
+        f"--kubeconfig={kc}",
+        f"--authentication-kubeconfig={kc}",
+        f"--authorization-kubeconfig={kc}",
+        f"--bind-address={addresses.NODE_IP}",
+        f"--secure-port={c.port('metrics-server')}",
+        f"--tls-cert-file={c.pki / 'metrics-server.crt'}",
+        f"--tls-private-key-file={c.pki / 'metrics-server.key'}",
+        "--kubelet-preferred-address-types=InternalIP",
+        "--kubelet-use-node-status-port",
+        f"--kubelet-certificate-authority={c.pki / 'ca.crt'}",
+        # Only node-0 has a kubelet; kwok nodes' addresses are unreachable by design.
+        "--node-selector=modelplane.io/real-node=true",
+        "--metric-resolution=10s",
+        "--v=1",
+    ]
+
+
+def _register_metrics_api(c: Site) -> None:
+    """A Service without selector whose endpoint is the host process, and the APIService."""
+    objects = [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "metrics-server", "namespace": "kube-system"},
+            "spec": {"ports": [{"port": 443, "targetPort": c.port("metrics-server")}]},
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "metrics-server-host",
+                "namespace": "kube-system",
+                "labels": {"kubernetes.io/service-name": "metrics-server"},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [addresses.NODE_IP], "conditions": {"ready": True}}],
+            "ports": [{"port": c.port("metrics-server"), "protocol": "TCP", "name": ""}],
+        },
+        {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": "v1beta1.metrics.k8s.io"},
+            "spec": {
+                "group": "metrics.k8s.io",
+                "version": "v1beta1",
+                "service": {"namespace": "kube-system", "name": "metrics-server", "port": 443},
+                "caBundle": base64.b64encode((c.pki / "ca.crt").read_bytes()).decode(),
+                "groupPriorityMinimum": 100,
+                "versionPriority": 100,
+            },
+        },
+    ]
+    doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+    run(
+        c.binary("kubectl"),
+        f"--kubeconfig={c.kubeconfig}",
+        "apply",
+        "--server-side",
+        "-f",
+        "-",
+        input=doc,
+    )
+
+
+def _metrics_api_available(c: Site) -> bool:
+    out = run(
+        c.binary("kubectl"),
+        f"--kubeconfig={c.kubeconfig}",
+        "get",
+        "apiservice",
+        "v1beta1.metrics.k8s.io",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type=='Available')].status}",
+        check=False,
+    )
+    return out.strip() == "True"
+
+
 def _http_ok(url: str) -> bool:
     import urllib.request
 
@@ -404,6 +495,13 @@ NODE = (
         prepare=_coredns_config,
         ready=lambda c: _http_ok(f"http://127.0.0.1:{c.port('coredns-ready')}/ready"),
         ports=("coredns-health", "coredns-ready"),
+    ),
+    Component(
+        "metrics-server",
+        _metrics_server,
+        after_start=_register_metrics_api,
+        ready=_metrics_api_available,
+        ports=("metrics-server",),
     ),
 )
 

@@ -118,6 +118,16 @@ def write_pki(pki: Path) -> None:
     issue(f"system:node:{NODE_NAME}", "system:nodes", False, "kubelet-client", [], [])
     issue(NODE_NAME, None, True, "kubelet-serving", [NODE_NAME], [NODE_IP])
     issue("system:kube-proxy", None, False, "kube-proxy", [], [])
+    # The aggregator's client cert (metrics-server trusts the user headers it sends).
+    issue("front-proxy-client", None, False, "front-proxy-client", [], [])
+    issue(
+        "metrics-server",
+        None,
+        True,
+        "metrics-server",
+        ["metrics-server.kube-system.svc"],
+        [NODE_IP],
+    )
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     save_key(sa_key, pki / "sa.key")

@@ -8,6 +8,7 @@ counts, and cumulative microseconds for the `_duration_us` families).
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import Callable, Iterator
 
@@ -18,8 +19,33 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from .errors import ErrorKind
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# 0.1 ms to 10 s, about three buckets a decade: a tiny model answers in a fraction of a
+# millisecond in process, a large one in seconds; quantiles come from these buckets.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
 # A failure reason that is no ErrorKind: the client left before its answer was ready.
 CANCELLED = "cancelled"
+
+
+class Outcome(enum.StrEnum):
+    """A request's outcome as an analysis judges it: 4xx are the client's doing."""
+
+    SUCCESS = "success"
+    CLIENT_ERROR = "client_error"  # 400, 401, 404: bad input, no token, wrong model
+    SERVER_ERROR = "server_error"  # 500, 503: the model failed, or the server is not ready
+    CANCELLED = "cancelled"  # the client left before its answer was ready
+
+
+OUTCOME_OF_REASON = {
+    ErrorKind.BAD_INPUT.value: Outcome.CLIENT_ERROR,
+    ErrorKind.UNAUTHORIZED.value: Outcome.CLIENT_ERROR,
+    ErrorKind.NOT_FOUND.value: Outcome.CLIENT_ERROR,
+    ErrorKind.NOT_READY.value: Outcome.SERVER_ERROR,
+    ErrorKind.INTERNAL.value: Outcome.SERVER_ERROR,
+    CANCELLED: Outcome.CANCELLED,
+}
 TRITON_FAMILIES = {
     "nv_inference_request_success": "Number of successful inference requests",
     "nv_inference_request_failure": "Number of failed inference requests",
@@ -126,10 +152,19 @@ class Metrics:
         ).labels(model, version)
         self._duration = prometheus_client.Histogram(
             "modelplane_request_duration_seconds",
-            "Inference request duration, receipt to response",
+            "Duration of successful inference requests, receipt to response",
             labels,
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         ).labels(model, version)
+        outcomes = prometheus_client.Counter(
+            "modelplane_requests",
+            "Inference requests by outcome (client_error: 4xx; server_error: 5xx)",
+            [*labels, "outcome"],
+            registry=self.registry,
+        )
+        # Every outcome from the start: a rate over one that has not happened yet is 0.
+        self._outcomes = {o: outcomes.labels(model, version, o.value) for o in Outcome}
         if gpu:
             self.registry.register(_GpuMemory())
 
@@ -152,9 +187,11 @@ class Metrics:
             ("nv_inference_queue_duration_us", queue_s * 1e6),
         )
         self._duration.observe(duration_s)
+        self._outcomes[Outcome.SUCCESS].inc()
 
     def request_failed(self, reason: str) -> None:
         self._triton.fail(reason)
+        self._outcomes[OUTCOME_OF_REASON.get(reason, Outcome.SERVER_ERROR)].inc()
 
     def render(self) -> bytes:
         return prometheus_client.generate_latest(self.registry)
