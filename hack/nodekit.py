@@ -168,7 +168,22 @@ def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 240
 
 
 def cluster_ip(cluster: Cluster, namespace: str, name: str) -> str:
+    """The Service's address, once kube-proxy routes it to a ready pod.
+
+    Ready pods reach the EndpointSlice at once, but kube-proxy programs iptables
+    asynchronously (its sync period): until then the address refuses connections.
+    """
+    import httpx
+
     ip: str = cluster.get_json("service", name, "-n", namespace)["spec"]["clusterIP"]
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"http://{ip}:80/v2/health/live", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(answers, f"kube-proxy to route {ip}", timeout=30, interval=0.2)
     return ip
 
 

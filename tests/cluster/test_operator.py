@@ -244,17 +244,45 @@ def test_a_conflict_does_not_start_the_rollout_clock(cluster: Cluster, namespace
     assert outcomes[2] not in ("RolledBack", "Failed"), md["status"]["history"]
 
 
+def _owned_by(cluster: Cluster, kind: str, namespace: str, uid: str) -> list[str]:
+    """Names of the objects of ``kind`` whose owner reference is the ModelDeployment ``uid``."""
+    items = cluster.get_json(kind, "-n", namespace)["items"]
+    return [
+        o["metadata"]["name"]
+        for o in items
+        if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences", []))
+    ]
+
+
 def test_delete_cascades_to_children(cluster: Cluster, namespace: str) -> None:
+    """The real children (revision Deployments doomed-rN and the Service), found by owner."""
     cluster.apply(model_deployment("doomed"), namespace)
     wait_condition(cluster, "doomed", namespace, "Ready", reason="AllReplicasReady")
+    cluster.apply(model_deployment("doomed", version="2.0.0"), namespace)  # a second revision
+    wait_for(
+        lambda: len(_owned_by(cluster, "deployments", namespace, _uid(cluster, namespace))) == 2,
+        "two revision Deployments",
+    )
+    uid = _uid(cluster, namespace)
+    assert sorted(_owned_by(cluster, "deployments", namespace, uid)) == ["doomed-r1", "doomed-r2"]
+    assert _owned_by(cluster, "services", namespace, uid) == ["doomed"]
     cluster.kubectl("delete", "md", "doomed", "-n", namespace)
     wait_for(
         lambda: (
-            get(cluster, "deployment", "doomed", namespace) is None
-            and get(cluster, "service", "doomed", namespace) is None
+            not any(
+                _owned_by(cluster, kind, namespace, uid) for kind in ("deployments", "services")
+            )
+            and not cluster.get_json(
+                "pods", "-n", namespace, "-l", "modelplane.io/deployment=doomed"
+            )["items"]
         ),
-        "the garbage collector to remove the Deployment and Service",
+        "the garbage collector to remove every revision Deployment, the Service and the pods",
     )
+
+
+def _uid(cluster: Cluster, namespace: str) -> str:
+    uid: str = cluster.get_json("md", "doomed", "-n", namespace)["metadata"]["uid"]
+    return uid
 
 
 def test_operator_restart_makes_no_writes_when_nothing_changed(
@@ -294,6 +322,31 @@ def test_operator_restart_makes_no_writes_when_nothing_changed(
         )
         for e in writes
     ]
+
+
+def test_sixty_idle_seconds_with_ready_objects_make_zero_writes(
+    cluster: Cluster, namespace: str, operator: Any
+) -> None:
+    """Steady state: nothing is written (the benchmark showed it; this test asserts it)."""
+    if cluster.local is None:
+        pytest.skip("counts writes in the local API server's audit log")
+    from operatorkit import USERNAME
+
+    for name in ("idle-a", "idle-b"):
+        cluster.apply(model_deployment(name, replicas=2), namespace)
+    for name in ("idle-a", "idle-b"):
+        wait_condition(cluster, name, namespace, "Ready", reason="AllReplicasReady")
+    time.sleep(3)  # trailing pod events and the last status write
+    since = datetime.datetime.now(datetime.UTC)
+    time.sleep(60)
+    writes = [
+        (e["verb"], e["objectRef"].get("resource"), e["objectRef"].get("name"))
+        for e in cluster.audit_events()
+        if e["user"]["username"] == USERNAME
+        and e["objectRef"].get("namespace") == namespace
+        and _timestamp(e["requestReceivedTimestamp"]) >= since
+    ]
+    assert writes == []
 
 
 def _reconciled_unchanged(operator: Any) -> float:
@@ -344,9 +397,127 @@ def test_namespace_scoped_operator_leaves_other_namespaces_alone(
         time.sleep(3)
         untouched = get(cluster, "md", "scoped", ignored)
         assert untouched is not None and "status" not in untouched
-        assert get(cluster, "deployment", "scoped", ignored) is None
+        # The real children are scoped-rN and a Service: none exist where it is not watched.
+        assert cluster.get_json("deployments", "-n", watched)["items"]
+        assert not cluster.get_json("deployments", "-n", ignored)["items"]
+        assert get(cluster, "service", "scoped", ignored) is None
     finally:
         scoped.stop()
         operator.start()
         for ns in (watched, ignored):
             cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def _metric_sum(text: str, family: str, **labels: str) -> float:
+    """The sum of ``family``'s samples whose labels include ``labels``."""
+    total = 0.0
+    for found, value in re.findall(rf"^{family}(?:\{{([^}}]*)\}})? (\S+)$", text, re.M):
+        sample_labels = dict(re.findall(r'(\w+)="([^"]*)"', found))
+        if all(sample_labels.get(k) == v for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def test_the_operator_metrics_move_with_what_it_does(
+    cluster: Cluster, namespace: str, operator: Any
+) -> None:
+    """Reconciles, their duration, API requests and writes by kind, and a refused write."""
+    before = operator.metrics()
+    cluster.apply(model_deployment("counted", replicas=1), namespace)
+    wait_condition(cluster, "counted", namespace, "Ready", reason="AllReplicasReady")
+    after = operator.metrics()
+
+    def moved(family: str, **labels: str) -> float:
+        return _metric_sum(after, family, **labels) - _metric_sum(before, family, **labels)
+
+    assert moved("modelplane_reconciles_total") >= 1
+    assert moved("modelplane_reconcile_duration_seconds_count") >= 1
+    assert moved("modelplane_api_requests_total") >= 2
+    assert moved("modelplane_api_writes_total", kind="Deployment", verb="apply") >= 1
+    assert moved("modelplane_api_writes_total", kind="Service", verb="apply") >= 1
+
+    # A write the API server refuses (a ValidatingAdmissionPolicy, no webhook needed) is a
+    # failed reconcile, counted by its HTTP status.
+    policy = f"refuse-{namespace}"
+    cluster.apply(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": policy},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": ["apps"],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE", "UPDATE"],
+                            "resources": ["deployments"],
+                        }
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": "!object.metadata.name.startsWith('refused-')",
+                        "message": "refused by the test",
+                    }
+                ],
+            },
+        }
+    )
+    cluster.apply(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": policy},
+            "spec": {
+                "policyName": policy,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+                },
+            },
+        }
+    )
+    try:
+        probe = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "refused-probe"},
+            "spec": {
+                "selector": {"matchLabels": {"a": "b"}},
+                "template": {
+                    "metadata": {"labels": {"a": "b"}},
+                    "spec": {"containers": [{"name": "c", "image": "x"}]},
+                },
+            },
+        }
+
+        def policy_active() -> bool:
+            out = cluster.kubectl(
+                "create",
+                "--dry-run=server",
+                "-n",
+                namespace,
+                "-f",
+                "-",
+                input=json.dumps(probe),
+                check=False,
+            )
+            return out.returncode != 0 and "refused by the test" in out.stderr
+
+        wait_for(policy_active, "the admission policy to take effect", timeout=30)
+        errors_before = _metric_sum(operator.metrics(), "modelplane_reconcile_errors_total")
+        cluster.apply(model_deployment("refused"), namespace)
+        wait_for(
+            lambda: (
+                _metric_sum(operator.metrics(), "modelplane_reconcile_errors_total") > errors_before
+            ),
+            "a counted reconcile error",
+        )
+        text = operator.metrics()
+        assert _metric_sum(text, "modelplane_reconciles_total", result="error") >= 1
+        assert get(cluster, "deployment", "refused-r1", namespace) is None
+    finally:
+        cluster.kubectl("delete", "validatingadmissionpolicybinding", policy, check=False)
+        cluster.kubectl("delete", "validatingadmissionpolicy", policy, check=False)

@@ -58,6 +58,18 @@ def test_a_model_from_http_serves_through_its_service_on_the_real_node(
     assert statuses["runtime"]["ready"] and statuses["runtime"]["restartCount"] == 0
     init = pod["status"]["initContainerStatuses"][0]
     assert init["state"]["terminated"]["exitCode"] == 0
+    # Both containers ran under the restricted profile (the namespace enforces it), as
+    # uid 1000 on a read-only root filesystem: they can write only their emptyDirs.
+    emptydirs = {v["name"] for v in pod["spec"]["volumes"] if "emptyDir" in v}
+    for container in pod["spec"]["initContainers"] + pod["spec"]["containers"]:
+        security = {**pod["spec"]["securityContext"], **container["securityContext"]}
+        assert security["readOnlyRootFilesystem"] is True and security["runAsNonRoot"] is True
+        assert security.get("runAsUser", 1000) == 1000
+        writable = {m["name"] for m in container["volumeMounts"] if not m.get("readOnly")}
+        writable -= {
+            m["name"] for m in container["volumeMounts"] if "serviceaccount" in m["mountPath"]
+        }
+        assert writable <= emptydirs, (container["name"], writable)
     # Ready only after load and warm-up: the kubelet's probe turned it Ready after the
     # runtime logged so (kubectl logs reaches the real kubelet).
     log = real_node.kubectl("logs", "-n", node_ns, pod["metadata"]["name"], "-c", "runtime").stdout

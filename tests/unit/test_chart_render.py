@@ -473,11 +473,15 @@ def test_operator_image_is_slim_non_root_and_torch_free() -> None:
     final_instructions = dict(final)
     assert final_instructions["USER"] == "1000:1000"
     assert final_instructions["ENTRYPOINT"] == '["modelplane-operator"]'
-    assert "RUN" not in final_instructions  # the final stage only copies the venv
-    # What the build copies is what the context (Dockerfile.dockerignore) lets through.
+    # The final stage copies the dependencies' venv and installs only modelplane itself.
+    final_runs = [args for i, args in final if i == "RUN"]
+    assert len(final_runs) == 1 and "pip install --no-deps --no-compile /src" in final_runs[0]
+    # What the build copies is what the context (Dockerfile.dockerignore) lets through;
+    # the README is not copied (a placeholder), so documentation edits keep the image.
     ignore = (REPO / "operator" / "Dockerfile.dockerignore").read_text()
-    for kept in ("pyproject.toml", "README.md", "operator/modelplane_operator/**"):
+    for kept in ("pyproject.toml", "operator/modelplane_operator/**"):
         assert f"!{kept}" in ignore
+    assert "!README.md" not in ignore
 
 
 def test_pod_labels_add_to_the_standard_ones_once_and_never_touch_the_selector() -> None:
