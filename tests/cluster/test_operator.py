@@ -436,8 +436,8 @@ def test_the_operator_metrics_move_with_what_it_does(
     assert moved("modelplane_api_writes_total", kind="Deployment", verb="apply") >= 1
     assert moved("modelplane_api_writes_total", kind="Service", verb="apply") >= 1
 
-    # A write the API server refuses (a ValidatingAdmissionPolicy, no webhook needed) is a
-    # failed reconcile, counted by its HTTP status.
+    # A write the API server refuses (a ValidatingAdmissionPolicy, no webhook needed) is an
+    # invalid reconcile, said in status.
     policy = f"refuse-{namespace}"
     cluster.apply(
         {
@@ -507,16 +507,22 @@ def test_the_operator_metrics_move_with_what_it_does(
             return out.returncode != 0 and "refused by the test" in out.stderr
 
         wait_for(policy_active, "the admission policy to take effect", timeout=30)
-        errors_before = _metric_sum(operator.metrics(), "modelplane_reconcile_errors_total")
+        before = operator.metrics()
         cluster.apply(model_deployment("refused"), namespace)
+        md = wait_condition(cluster, "refused", namespace, "Ready", status="False")
+        message = condition(md, "Ready").get("message", "")
+        assert "refused by the test" in message, message
         wait_for(
             lambda: (
-                _metric_sum(operator.metrics(), "modelplane_reconcile_errors_total") > errors_before
+                _metric_sum(operator.metrics(), "modelplane_reconciles_total", result="invalid")
+                > _metric_sum(before, "modelplane_reconciles_total", result="invalid")
             ),
-            "a counted reconcile error",
+            "the refused reconcile counted as invalid",
         )
-        text = operator.metrics()
-        assert _metric_sum(text, "modelplane_reconciles_total", result="error") >= 1
+        # A refusal is the spec's problem, reported in status, not an operator error.
+        after = operator.metrics()
+        errors = "modelplane_reconcile_errors_total"
+        assert _metric_sum(after, errors) == _metric_sum(before, errors)
         assert get(cluster, "deployment", "refused-r1", namespace) is None
     finally:
         cluster.kubectl("delete", "validatingadmissionpolicybinding", policy, check=False)
