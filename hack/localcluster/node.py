@@ -389,7 +389,8 @@ def _metrics_server(c: Site) -> list[str]:
         f"--kubelet-certificate-authority={c.pki / 'ca.crt'}",
         # Only node-0 has a kubelet; kwok nodes' addresses are unreachable by design.
         "--node-selector=modelplane.io/real-node=true",
-        "--metric-resolution=10s",
+        "--metric-resolution=15s",
+        "--kubelet-request-timeout=5s",
         "--v=1",
     ]
 
