@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .batcher import DynamicBatcher, Executor
+from .compression import decode_body, encode_body, response_encoding
 from .config import Settings
 from .errors import ClientDisconnected, ErrorKind, RuntimeServingError, bad_input
 from .metadata import METADATA_FILE, PLATFORM, find_metadata
@@ -242,6 +243,17 @@ class InferEndpoint:
             status, body, headers = await self._infer(name, version, scope, receive)
         except ClientDisconnected:
             return  # nobody to answer
+        accept = next((v for k, v in scope["headers"] if k == b"accept-encoding"), None)
+        encoding = response_encoding(accept) if accept else None
+        if encoding is not None:
+            # Inference-Header-Content-Length keeps counting the uncompressed JSON header,
+            # as Triton does: the client decompresses first, then splits the body.
+            body = encode_body(body, encoding)
+            headers = [(k, v) for k, v in headers if k != b"content-length"]
+            headers += [
+                (b"content-encoding", encoding.value.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -254,16 +266,21 @@ class InferEndpoint:
             service.check_name(name, version)
         except RuntimeServingError as exc:
             return self._error(exc)
-        declared = header_length = None
+        declared = header_length = content_encoding = None
         for key, value in scope["headers"]:
             if key == b"content-length":
                 declared = value
             elif key == _HEADER_LENGTH:
                 header_length = value.decode("latin-1")
+            elif key == b"content-encoding":
+                content_encoding = value
         try:
             model, executor = service.require_ready()
             with executor.admit():
-                body = await _read_body(receive, declared, service.settings.max_request_bytes)
+                limit = service.settings.max_request_bytes
+                body = await _read_body(receive, declared, limit)
+                if content_encoding is not None:
+                    body = decode_body(body, content_encoding, limit)
                 decoded = decode_request(body, header_length)
                 rows = model.validate(decoded.inputs)
                 check_requested_outputs(decoded, model.output_datatypes)
