@@ -27,10 +27,16 @@ from . import memory
 from .config import OperatorConfig
 from .kube import Kube, TransientApiError, api_message
 from .manifests import DEPLOYMENT_LABEL, MANAGED_BY
-from .metrics import RECONCILE_ERRORS, RECONCILE_SECONDS, RECONCILES
+from .metrics import (
+    QUEUE_DEPTH,
+    RECONCILE_ERRORS,
+    RECONCILE_RETRIES,
+    RECONCILE_SECONDS,
+    RECONCILES,
+)
 from .reconcile import reconcile
 from .spec import GROUP, PLURAL, VERSION
-from .workqueue import WorkQueue
+from .workqueue import ItemBackoff, WorkQueue
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 Key = tuple[str, str]
@@ -44,6 +50,7 @@ class _State:
     workers: ClassVar[int] = 8
     index: ClassVar[kopf.Index[Any, Any] | None] = None
     queue: ClassVar[WorkQueue[Key] | None] = None
+    backoff: ClassVar[ItemBackoff[Key]] = ItemBackoff()
     guard: ClassVar[threading.Lock] = threading.Lock()
     seen: ClassVar[dict[str, str]] = {}  # uid -> resourceVersion last handled
     # The status this operator last wrote, per object: watch events may lag behind it.
@@ -104,6 +111,7 @@ def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     _State.kube = Kube(client.ApiClient(), _State.config.field_manager)
     if _State.queue is None:
         _State.queue = WorkQueue(_reconcile_key, workers=_State.workers)
+        QUEUE_DEPTH.set_function(_State.queue.depth)
 
 
 def _enqueue(key: Key) -> None:
@@ -134,6 +142,16 @@ def _reconcile_key(key: Key) -> None:
         _reconcile_once(key, _object_logger(key))
 
 
+def _requeue_failed(key: Key) -> float:
+    """Try a failed reconcile again after its exponential backoff; the delay."""
+    delay = _State.backoff.failed(key)
+    RECONCILE_RETRIES.inc()
+    queue = _State.queue
+    if queue is not None:
+        queue.add_after(key, delay)
+    return delay
+
+
 def _reconcile_once(key: Key, logger: logging.LoggerAdapter[logging.Logger]) -> None:
     kube = _State.kube
     assert kube is not None, "startup handler has not run"
@@ -151,7 +169,7 @@ def _reconcile_once(key: Key, logger: logging.LoggerAdapter[logging.Logger]) -> 
     except TransientApiError as exc:
         RECONCILE_ERRORS.labels(kind="transient").inc()
         RECONCILES.labels(result="error").inc()
-        logger.warning("reconcile deferred: %s (retried on the next change or resync)", exc)
+        logger.warning("reconcile deferred: %s (retried in %.1f s)", exc, _requeue_failed(key))
         return
     except ApiException as exc:
         message = api_message(exc)
@@ -161,13 +179,17 @@ def _reconcile_once(key: Key, logger: logging.LoggerAdapter[logging.Logger]) -> 
             return
         RECONCILE_ERRORS.labels(kind=f"http-{exc.status}").inc()
         RECONCILES.labels(result="error").inc()
-        logger.warning("reconcile failed: API answered %s: %s", exc.status, message)
+        delay = _requeue_failed(key)
+        logger.warning(
+            "reconcile failed: API answered %s: %s (retried in %.1f s)", exc.status, message, delay
+        )
         return
     except Exception:
         RECONCILE_ERRORS.labels(kind="unexpected").inc()
         RECONCILES.labels(result="error").inc()
-        logger.exception("reconcile failed")
+        logger.exception("reconcile failed (retried in %.1f s)", _requeue_failed(key))
         return
+    _State.backoff.forget(key)
     _State.written[key] = (uid, outcome.status)
     queue = _State.queue
     if queue is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter(
     "modelplane_reconciles_total", "Reconciles of ModelDeployments, by result", ["result"]
@@ -21,3 +21,8 @@ API_WRITES = Counter(
 API_REQUESTS = Counter(
     "modelplane_api_requests_total", "Requests (reads and writes) the reconciler sent"
 )
+RECONCILE_RETRIES = Counter(
+    "modelplane_reconcile_retries_total",
+    "Failed reconciles requeued with per-object exponential backoff",
+)
+QUEUE_DEPTH = Gauge("modelplane_workqueue_depth", "ModelDeployments waiting for a worker")

@@ -114,3 +114,33 @@ class WorkQueue(Generic[K]):
                         self._add_locked(key)
                 timeout = self._timers[0][0] - now if self._timers else None
                 self._lock.wait(timeout)
+
+
+class ItemBackoff(Generic[K]):
+    """client-go's per-item exponential failure rate limiter: a key that keeps failing waits
+    ``base * 2**(failures - 1)`` seconds, at most ``cap``; a success forgets its failures.
+
+    A fast first retry rides out a blip (an API server restart, a 429), and the cap keeps
+    an object that cannot be reconciled from hot-looping.
+    """
+
+    def __init__(self, base: float = 0.5, cap: float = 60.0) -> None:
+        self.base = base
+        self.cap = cap
+        self._lock = threading.Lock()
+        self._failures: dict[K, int] = {}
+
+    def failed(self, key: K) -> float:
+        """Count one more failure of ``key``; the delay before its next try."""
+        with self._lock:
+            failures = self._failures.get(key, 0) + 1
+            self._failures[key] = failures
+        return float(min(self.cap, self.base * 2 ** min(failures - 1, 62)))
+
+    def forget(self, key: K) -> None:
+        with self._lock:
+            self._failures.pop(key, None)
+
+    def failures(self, key: K) -> int:
+        with self._lock:
+            return self._failures.get(key, 0)

@@ -103,3 +103,18 @@ def test_wake_ups_fire_once_and_a_newer_one_replaces_the_older() -> None:
     time.sleep(0.4)
     assert [key for key, _ in fired] == ["soon", "replaced"]
     assert fired[1][1] - start >= 0.3
+
+
+def test_item_backoff_doubles_per_failure_up_to_the_cap_and_forgets_on_success() -> None:
+    from modelplane_operator.workqueue import ItemBackoff
+
+    backoff: ItemBackoff[str] = ItemBackoff(base=0.5, cap=60.0)
+    delays = [backoff.failed("a") for _ in range(10)]
+    assert delays[:4] == [0.5, 1.0, 2.0, 4.0]  # a fast first retry
+    assert max(delays) == 60.0 and delays[-1] == 60.0  # capped: no hot loop, no idle hour
+    assert backoff.failed("b") == 0.5  # per object: another key starts fresh
+    backoff.forget("a")
+    assert backoff.failures("a") == 0 and backoff.failed("a") == 0.5
+    for _ in range(2000):  # no overflow however long an object keeps failing
+        backoff.failed("c")
+    assert backoff.failed("c") == 60.0
