@@ -13,18 +13,9 @@ from typing import Any
 
 import httpx
 
-from nodekit import INPUT
+from nodekit import INFER_BODY
 
-BODY = {
-    "inputs": [
-        {
-            "name": "x",
-            "shape": list(INPUT.shape),
-            "datatype": "FP32",
-            "data": INPUT.ravel().tolist(),
-        }
-    ]
-}
+BODY = INFER_BODY
 
 
 @dataclass

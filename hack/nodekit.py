@@ -187,27 +187,29 @@ def cluster_ip(cluster: Cluster, namespace: str, name: str) -> str:
     return ip
 
 
+# One JSON inference request of INPUT.
+INFER_BODY = {
+    "inputs": [
+        {
+            "name": "x",
+            "shape": list(INPUT.shape),
+            "datatype": "FP32",
+            "data": INPUT.ravel().tolist(),
+        }
+    ]
+}
+
+
 def infer_json(base_url: str, timeout: float = 10) -> tuple[str, np.ndarray]:
     """One JSON inference of INPUT: (model_version, output)."""
     import httpx
 
-    body = {
-        "inputs": [
-            {
-                "name": "x",
-                "shape": list(INPUT.shape),
-                "datatype": "FP32",
-                "data": INPUT.ravel().tolist(),
-            }
-        ]
-    }
-    response = httpx.post(f"{base_url}/v2/models/tiny/infer", json=body, timeout=timeout)
+    response = httpx.post(f"{base_url}/v2/models/tiny/infer", json=INFER_BODY, timeout=timeout)
     response.raise_for_status()
     out = response.json()
     tensor = out["outputs"][0]
-    return str(out["model_version"]), np.asarray(tensor["data"], np.float32).reshape(
-        tensor["shape"]
-    )
+    data = np.asarray(tensor["data"], np.float32).reshape(tensor["shape"])
+    return str(out["model_version"]), data
 
 
 def pods(cluster: Cluster, namespace: str, selector: str = "") -> list[dict[str, Any]]:

@@ -307,18 +307,24 @@ def _kubelet(c: Site) -> list[str]:
     ]
 
 
-def _kubelet_ready(c: Site) -> bool:
+def _condition_true(c: Site, kind: str, name: str, condition: str) -> bool:
+    """Whether the object's status condition ``condition`` is True (kubectl, admin)."""
+    jsonpath = f"jsonpath={{.status.conditions[?(@.type=='{condition}')].status}}"
     out = run(
         c.binary("kubectl"),
         f"--kubeconfig={c.kubeconfig}",
         "get",
-        "node",
-        NODE_NAME,
+        kind,
+        name,
         "-o",
-        "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+        jsonpath,
         check=False,
     )
     return out.strip() == "True"
+
+
+def _kubelet_ready(c: Site) -> bool:
+    return _condition_true(c, "node", NODE_NAME, "Ready")
 
 
 def _kubelet_cleanup(c: Site) -> None:
@@ -443,17 +449,7 @@ def _register_metrics_api(c: Site) -> None:
 
 
 def _metrics_api_available(c: Site) -> bool:
-    out = run(
-        c.binary("kubectl"),
-        f"--kubeconfig={c.kubeconfig}",
-        "get",
-        "apiservice",
-        "v1beta1.metrics.k8s.io",
-        "-o",
-        "jsonpath={.status.conditions[?(@.type=='Available')].status}",
-        check=False,
-    )
-    return out.strip() == "True"
+    return _condition_true(c, "apiservice", "v1beta1.metrics.k8s.io", "Available")
 
 
 def _http_ok(url: str) -> bool:

@@ -103,3 +103,32 @@ def wait_serving(
             "rollout": status.get("rollout"),
         }
         raise AssertionError(f"{exc}\nmd/{name} now: {json.dumps(summary, indent=1)}") from None
+
+
+def admission_answers(cluster: Cluster, namespace: str) -> str:
+    """Create a throwaway Deployment as a server-side dry run: what admission answered
+    (kubectl's stderr; empty when allowed). Tests poll it until their policy or webhook
+    is in force."""
+    probe = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "refused-probe"},
+        "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {
+                "metadata": {"labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "image": "x"}]},
+            },
+        },
+    }
+    out = cluster.kubectl(
+        "create",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=json.dumps(probe),
+        check=False,
+    )
+    return out.stderr if out.returncode else ""

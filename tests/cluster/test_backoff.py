@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mdkit import model_deployment, wait_condition
+from mdkit import admission_answers, model_deployment, wait_condition
 
 from clusterkit import Cluster, wait_for
 
@@ -146,30 +146,9 @@ def refuser(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Refuse
         }
     )
     try:
-        probe = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "probe"},
-            "spec": {
-                "selector": {"matchLabels": {"a": "b"}},
-                "template": {
-                    "metadata": {"labels": {"a": "b"}},
-                    "spec": {"containers": [{"name": "c", "image": "x"}]},
-                },
-            },
-        }
 
         def active() -> bool:
-            cluster.kubectl(
-                "create",
-                "--dry-run=server",
-                "-n",
-                namespace,
-                "-f",
-                "-",
-                input=json.dumps(probe),
-                check=False,
-            )
+            admission_answers(cluster, namespace)
             return webhook.seen > 0
 
         wait_for(active, "the webhook to be called", timeout=30)

@@ -10,7 +10,14 @@ import uuid
 from typing import Any
 
 import pytest
-from mdkit import condition, events_for, get, model_deployment, wait_condition
+from mdkit import (
+    admission_answers,
+    condition,
+    events_for,
+    get,
+    model_deployment,
+    wait_condition,
+)
 
 from clusterkit import Cluster, wait_for
 
@@ -480,31 +487,9 @@ def test_the_operator_metrics_move_with_what_it_does(
         }
     )
     try:
-        probe = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "refused-probe"},
-            "spec": {
-                "selector": {"matchLabels": {"a": "b"}},
-                "template": {
-                    "metadata": {"labels": {"a": "b"}},
-                    "spec": {"containers": [{"name": "c", "image": "x"}]},
-                },
-            },
-        }
 
         def policy_active() -> bool:
-            out = cluster.kubectl(
-                "create",
-                "--dry-run=server",
-                "-n",
-                namespace,
-                "-f",
-                "-",
-                input=json.dumps(probe),
-                check=False,
-            )
-            return out.returncode != 0 and "refused by the test" in out.stderr
+            return "refused by the test" in admission_answers(cluster, namespace)
 
         wait_for(policy_active, "the admission policy to take effect", timeout=30)
         before = operator.metrics()
