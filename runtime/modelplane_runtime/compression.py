@@ -18,6 +18,10 @@ class Encoding(enum.StrEnum):
 # zlib's wbits: 16 + 15 reads and writes gzip framing, 15 zlib framing (HTTP's "deflate").
 _WBITS = {Encoding.GZIP: 16 + zlib.MAX_WBITS, Encoding.DEFLATE: zlib.MAX_WBITS}
 _CHUNK = 1 << 20
+# Smaller responses go out as they are: compressing a few hundred bytes costs more time
+# than it saves on the wire (most HTTP clients, httpx and curl --compressed among them,
+# accept gzip by default).
+MIN_COMPRESSED_BYTES = 1024
 
 
 def _request_encoding(header: bytes) -> Encoding | None:

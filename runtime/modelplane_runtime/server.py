@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .batcher import DynamicBatcher, Executor
-from .compression import decode_body, encode_body, response_encoding
+from .compression import MIN_COMPRESSED_BYTES, decode_body, encode_body, response_encoding
 from .config import Settings
 from .errors import ClientDisconnected, ErrorKind, RuntimeServingError, bad_input
 from .metadata import METADATA_FILE, PLATFORM, find_metadata
@@ -245,7 +245,7 @@ class InferEndpoint:
             return  # nobody to answer
         accept = next((v for k, v in scope["headers"] if k == b"accept-encoding"), None)
         encoding = response_encoding(accept) if accept else None
-        if encoding is not None:
+        if encoding is not None and len(body) >= MIN_COMPRESSED_BYTES:
             # Inference-Header-Content-Length keeps counting the uncompressed JSON header,
             # as Triton does: the client decompresses first, then splits the body.
             body = encode_body(body, encoding)
