@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .revisions import Revision
-from .spec import ModelDeploymentSpec, resolve_count
+from .spec import ModelDeploymentSpec, Pause, resolve_count
 from .status import CRASH_LOOP, STORAGE_FAILED, Event, Problem, pod_problem
 
 PROMOTE_ANNOTATION = "modelplane.io/promote"
@@ -433,7 +433,7 @@ def plan(
             and not served_before
         )
         if in_canary:
-            weight = int(steps[step].get("weight", 100))
+            weight = steps[step].weight
             goal = min(b.replicas, math.ceil(b.replicas * weight / 100)) if b.replicas else 0
         desired, gpu_limited = roll(target_rev, target, goal, olds, b, gpu_slots, mem.stable)
         replicas.update(desired)
@@ -442,7 +442,7 @@ def plan(
                 target_rev.ready >= goal and sum(o.replicas for o in olds) <= b.replicas - goal
             )
             if at_step:
-                pause = steps[step].get("pause")
+                pause = steps[step].pause
                 token = annotations.get(PROMOTE_ANNOTATION)
                 started = mem.step_started_at or now
                 duration = _pause_seconds(pause)
@@ -539,8 +539,7 @@ def plan(
         requeue = max(1.0, mem.last_progress_at + deadline - now + 1)
     if phase == PAUSED and reason == "CanaryPaused":
         steps = md.rollout.canary_steps
-        pause = steps[min(mem.step, len(steps) - 1)].get("pause")
-        duration = _pause_seconds(pause)
+        duration = _pause_seconds(steps[min(mem.step, len(steps) - 1)].pause)
         if duration and mem.step_started_at is not None:
             requeue = max(1.0, mem.step_started_at + duration - now + 0.5)
     return Plan(
@@ -569,17 +568,9 @@ def _complete(target: Revision, olds: Sequence[Revision], replicas: int) -> bool
     )
 
 
-def _pause_seconds(pause: Any) -> float:
+def _pause_seconds(pause: Pause | None) -> float:
     """A canary step's pause duration; 0 for none or a manual (duration-less) pause."""
-    return _seconds(pause.get("duration")) if isinstance(pause, Mapping) else 0.0
-
-
-def _seconds(text: Any) -> float:
-    if not text:
-        return 0.0
-    value = str(text)
-    unit = {"s": 1, "m": 60, "h": 3600}.get(value[-1], 1)
-    return float(value.rstrip("smh") or 0) * unit
+    return pause.seconds or 0.0 if pause is not None else 0.0
 
 
 def _started_message(
