@@ -29,25 +29,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .phases import SERVED, Outcome, Phase
 from .revisions import Revision
 from .spec import ModelDeploymentSpec, Pause, resolve_count
 from .status import CRASH_LOOP, STORAGE_FAILED, Event, Problem, pod_problem
 
 PROMOTE_ANNOTATION = "modelplane.io/promote"
 RETRY_ANNOTATION = "modelplane.io/retry"
-INTERRUPTED = "Interrupted"  # history outcome of a rollout replaced before it finished
 CRASH_RESTARTS = 3  # restarts after which a crash loop or failing download fails the rollout
 # Every kept revision (up to the CRD's maximum revisionHistoryLimit, 50) plus the serving
 # and target ones: rollback and "served before" look revisions up in the history.
 HISTORY_CAP = 52
 
-# Rollout phases kept in status.rollout.phase
-PROGRESSING = "Progressing"
-PAUSED = "Paused"
-SUCCEEDED = "Succeeded"
-FAILED = "Failed"
-ROLLING_BACK = "RollingBack"
-ROLLED_BACK = "RolledBack"
+# Rollout phases kept in status.rollout.phase (the names other modules import).
+PROGRESSING = Phase.PROGRESSING
+PAUSED = Phase.PAUSED
+SUCCEEDED = Phase.SUCCEEDED
+FAILED = Phase.FAILED
+ROLLING_BACK = Phase.ROLLING_BACK
+ROLLED_BACK = Phase.ROLLED_BACK
 
 
 def to_time(text: Any) -> float | None:
@@ -378,11 +378,15 @@ def plan(
                 )
             )
             hist = _finish_history(
-                hist, target, now, ROLLED_BACK if rolling_back else FAILED, problem.message
+                hist,
+                target,
+                now,
+                Outcome.ROLLED_BACK if rolling_back else Outcome.FAILED,
+                problem.message,
             )
 
     # 4. Decide replicas.
-    phase = PROGRESSING
+    phase: str = PROGRESSING  # or the phase kept in status, which may be any string
     reason, message = "RolloutInProgress", ""
     gpu_limited = False
     serving: int | None = mem.stable
@@ -397,7 +401,7 @@ def plan(
             )
             done = _complete(stable_rev, others, b.replicas)
             phase = ROLLED_BACK if done else ROLLING_BACK
-            reason = "RolledBack" if done else "RollingBack"
+            reason = Phase.ROLLED_BACK if done else Phase.ROLLING_BACK
             message = (
                 f"version {target_rev.version if target_rev else '?'} (revision {target}) failed: "
                 f"{mem.failure_message}; version {stable_rev.version} (revision {mem.stable}) "
@@ -423,8 +427,7 @@ def plan(
         step = mem.step
         # Going back to a revision that already served is a rollback: no canary steps.
         served_before = any(
-            h.get("revision") == target and h.get("outcome") in ("Succeeded", "Superseded")
-            for h in hist
+            h.get("revision") == target and h.get("outcome") in SERVED for h in hist
         )
         in_canary = (
             bool(steps)
@@ -497,10 +500,10 @@ def plan(
         and replicas.get(target) == b.replicas
     ):
         if mem.phase != SUCCEEDED:
-            hist = _finish_history(hist, target, now, "Succeeded", "")
+            hist = _finish_history(hist, target, now, Outcome.SUCCEEDED, "")
             if mem.stable is not None and mem.stable != target:
                 hist = _finish_history(
-                    hist, mem.stable, now, "Superseded", f"replaced by revision {target}"
+                    hist, mem.stable, now, Outcome.SUPERSEDED, f"replaced by revision {target}"
                 )
             events.append(
                 Event(
@@ -591,11 +594,11 @@ def _start_history(
 ) -> list[dict[str, Any]]:
     out = []
     for h in hist:
-        if h.get("revision") == previous_target and h.get("outcome") == PROGRESSING:
+        if h.get("revision") == previous_target and h.get("outcome") == Outcome.PROGRESSING:
             h = {
                 **h,
                 # Not "Superseded": that one served; this one never finished its rollout.
-                "outcome": INTERRUPTED,
+                "outcome": Outcome.INTERRUPTED,
                 "finishedAt": to_text(now),
                 "message": f"replaced by revision {target} before it finished",
             }
@@ -607,13 +610,13 @@ def _start_history(
         "uri": rev.uri if rev else meta.get("uri", ""),
         "image": rev.image if rev else meta.get("image", ""),
         "startedAt": to_text(now),
-        "outcome": PROGRESSING,
+        "outcome": Outcome.PROGRESSING,
     }
     return [entry, *out]
 
 
 def _finish_history(
-    hist: list[dict[str, Any]], revision: int, now: float, outcome: str, message: str
+    hist: list[dict[str, Any]], revision: int, now: float, outcome: Outcome, message: str
 ) -> list[dict[str, Any]]:
     out = []
     done = False

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import OperatorConfig
 from .manifests import GPU_RESOURCE, STORAGE_CONTAINER, endpoint, selector_string
+from .phases import Phase
 from .spec import ModelDeploymentSpec, resolve_count
 
 if TYPE_CHECKING:
@@ -159,10 +160,10 @@ def compute_status(
         stalled = True
     elif plan.error:
         problem, stalled = Problem(plan.reason, plan.error), True
-    elif plan.phase in ("RolledBack", "RollingBack", "Failed", "Paused"):
+    elif plan.phase in (Phase.ROLLED_BACK, Phase.ROLLING_BACK, Phase.FAILED, Phase.PAUSED):
         problem = Problem(plan.reason, plan.message)
-        stalled = plan.phase in ("RolledBack", "Failed")
-    elif plan.phase != "Succeeded":
+        stalled = plan.phase in (Phase.ROLLED_BACK, Phase.FAILED)
+    elif plan.phase != Phase.SUCCEEDED:
         problem = pod_problem(target.pod_objects if target else ())
         if plan.deadline_exceeded:
             deadline = md.rollout.progress_deadline_seconds
@@ -184,8 +185,10 @@ def compute_status(
                 f"rolling out version {version} (revision {plan.target}): "
                 f"{updated_ready}/{desired} ready{gpu}",
             )
-    serving_ok = plan.phase in ("Succeeded", "RolledBack") and not conflicts and not plan.error
-    if serving_ok and plan.phase == "Succeeded":
+    serving_ok = (
+        plan.phase in (Phase.SUCCEEDED, Phase.ROLLED_BACK) and not conflicts and not plan.error
+    )
+    if serving_ok and plan.phase == Phase.SUCCEEDED:
         ready_reason = "ScaledToZero" if desired == 0 else "AllReplicasReady"
         ready_msg = (
             "scaled to zero replicas"
@@ -196,13 +199,13 @@ def compute_status(
     else:
         assert problem is not None
         ready_reason, ready_msg = problem.reason, problem.message
-    progressing_now = plan.phase in ("Progressing", "RollingBack") and not stalled
-    if plan.phase == "Succeeded":
+    progressing_now = plan.phase in (Phase.PROGRESSING, Phase.ROLLING_BACK) and not stalled
+    if plan.phase == Phase.SUCCEEDED:
         prog_reason, prog_msg = "RolloutComplete", f"revision {plan.target} is rolled out"
     else:
         prog_reason, prog_msg = ready_reason, ready_msg
     avail_ok = ready >= min_available and (ready > 0 or desired == 0)
-    degraded = plan.phase in ("RolledBack", "RollingBack")
+    degraded = plan.phase in (Phase.ROLLED_BACK, Phase.ROLLING_BACK)
     gen = md.generation
     conditions = [
         _condition("Ready", serving_ok, ready_reason, ready_msg, gen, previous, now),
@@ -219,7 +222,7 @@ def compute_status(
         # kstatus: a paused rollout is still in progress, not current.
         _condition(
             "Reconciling",
-            progressing_now or (plan.phase == "Paused" and not serving_ok),
+            progressing_now or (plan.phase == Phase.PAUSED and not serving_ok),
             prog_reason,
             prog_msg,
             gen,
