@@ -30,9 +30,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .phases import SERVED, Outcome, Phase
+from .pods import CRASH_LOOP, STORAGE_FAILED, Event, Problem, pod_problem
 from .revisions import Revision
 from .spec import ModelDeploymentSpec, Pause, resolve_count
-from .status import CRASH_LOOP, STORAGE_FAILED, Event, Problem, pod_problem
 
 PROMOTE_ANNOTATION = "modelplane.io/promote"
 RETRY_ANNOTATION = "modelplane.io/retry"
