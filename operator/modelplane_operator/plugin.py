@@ -14,6 +14,7 @@ from typing import Any
 
 from kubernetes import client, config
 
+from .phases import SERVED
 from .rollout import PROMOTE_ANNOTATION, RETRY_ANNOTATION
 from .spec import GROUP, PLURAL, VERSION
 
@@ -78,7 +79,7 @@ def previous_revision(obj: dict[str, Any]) -> int | None:
     st = obj.get("status") or {}
     current = st.get("currentRevision")
     for h in st.get("history") or ():
-        if h.get("revision") != current and h.get("outcome") in ("Succeeded", "Superseded"):
+        if h.get("revision") != current and h.get("outcome") in SERVED:
             return int(h["revision"])
     return None
 

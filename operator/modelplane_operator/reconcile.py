@@ -28,10 +28,12 @@ from .manifests import (
     build_service,
     selector_string,
 )
+from .patch import merge_patch
+from .pods import Event
 from .revisions import deployment_name, observe_revisions, template_hash
 from .rollout import Memory, plan, to_text
 from .spec import ModelDeploymentSpec, SpecError, parse
-from .status import Event, compute_status, invalid_spec_status, merge_patch
+from .status import compute_status, invalid_spec_status
 
 APPLIED_HASH = "modelplane.io/applied-hash"
 log = logging.getLogger(__name__)

@@ -29,25 +29,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .phases import SERVED, Outcome, Phase
+from .pods import CRASH_LOOP, STORAGE_FAILED, Event, Problem, pod_problem
 from .revisions import Revision
-from .spec import ModelDeploymentSpec, resolve_count
-from .status import CRASH_LOOP, STORAGE_FAILED, Event, Problem, pod_problem
+from .spec import ModelDeploymentSpec, Pause, resolve_count
 
 PROMOTE_ANNOTATION = "modelplane.io/promote"
 RETRY_ANNOTATION = "modelplane.io/retry"
-INTERRUPTED = "Interrupted"  # history outcome of a rollout replaced before it finished
 CRASH_RESTARTS = 3  # restarts after which a crash loop or failing download fails the rollout
 # Every kept revision (up to the CRD's maximum revisionHistoryLimit, 50) plus the serving
 # and target ones: rollback and "served before" look revisions up in the history.
 HISTORY_CAP = 52
 
-# Rollout phases kept in status.rollout.phase
-PROGRESSING = "Progressing"
-PAUSED = "Paused"
-SUCCEEDED = "Succeeded"
-FAILED = "Failed"
-ROLLING_BACK = "RollingBack"
-ROLLED_BACK = "RolledBack"
+# Rollout phases kept in status.rollout.phase (the names other modules import).
+PROGRESSING = Phase.PROGRESSING
+PAUSED = Phase.PAUSED
+SUCCEEDED = Phase.SUCCEEDED
+FAILED = Phase.FAILED
+ROLLING_BACK = Phase.ROLLING_BACK
+ROLLED_BACK = Phase.ROLLED_BACK
 
 
 def to_time(text: Any) -> float | None:
@@ -378,11 +378,15 @@ def plan(
                 )
             )
             hist = _finish_history(
-                hist, target, now, ROLLED_BACK if rolling_back else FAILED, problem.message
+                hist,
+                target,
+                now,
+                Outcome.ROLLED_BACK if rolling_back else Outcome.FAILED,
+                problem.message,
             )
 
     # 4. Decide replicas.
-    phase = PROGRESSING
+    phase: str = PROGRESSING  # or the phase kept in status, which may be any string
     reason, message = "RolloutInProgress", ""
     gpu_limited = False
     serving: int | None = mem.stable
@@ -397,7 +401,7 @@ def plan(
             )
             done = _complete(stable_rev, others, b.replicas)
             phase = ROLLED_BACK if done else ROLLING_BACK
-            reason = "RolledBack" if done else "RollingBack"
+            reason = Phase.ROLLED_BACK if done else Phase.ROLLING_BACK
             message = (
                 f"version {target_rev.version if target_rev else '?'} (revision {target}) failed: "
                 f"{mem.failure_message}; version {stable_rev.version} (revision {mem.stable}) "
@@ -423,8 +427,7 @@ def plan(
         step = mem.step
         # Going back to a revision that already served is a rollback: no canary steps.
         served_before = any(
-            h.get("revision") == target and h.get("outcome") in ("Succeeded", "Superseded")
-            for h in hist
+            h.get("revision") == target and h.get("outcome") in SERVED for h in hist
         )
         in_canary = (
             bool(steps)
@@ -433,7 +436,7 @@ def plan(
             and not served_before
         )
         if in_canary:
-            weight = int(steps[step].get("weight", 100))
+            weight = steps[step].weight
             goal = min(b.replicas, math.ceil(b.replicas * weight / 100)) if b.replicas else 0
         desired, gpu_limited = roll(target_rev, target, goal, olds, b, gpu_slots, mem.stable)
         replicas.update(desired)
@@ -442,7 +445,7 @@ def plan(
                 target_rev.ready >= goal and sum(o.replicas for o in olds) <= b.replicas - goal
             )
             if at_step:
-                pause = steps[step].get("pause")
+                pause = steps[step].pause
                 token = annotations.get(PROMOTE_ANNOTATION)
                 started = mem.step_started_at or now
                 duration = _pause_seconds(pause)
@@ -497,10 +500,10 @@ def plan(
         and replicas.get(target) == b.replicas
     ):
         if mem.phase != SUCCEEDED:
-            hist = _finish_history(hist, target, now, "Succeeded", "")
+            hist = _finish_history(hist, target, now, Outcome.SUCCEEDED, "")
             if mem.stable is not None and mem.stable != target:
                 hist = _finish_history(
-                    hist, mem.stable, now, "Superseded", f"replaced by revision {target}"
+                    hist, mem.stable, now, Outcome.SUPERSEDED, f"replaced by revision {target}"
                 )
             events.append(
                 Event(
@@ -539,8 +542,7 @@ def plan(
         requeue = max(1.0, mem.last_progress_at + deadline - now + 1)
     if phase == PAUSED and reason == "CanaryPaused":
         steps = md.rollout.canary_steps
-        pause = steps[min(mem.step, len(steps) - 1)].get("pause")
-        duration = _pause_seconds(pause)
+        duration = _pause_seconds(steps[min(mem.step, len(steps) - 1)].pause)
         if duration and mem.step_started_at is not None:
             requeue = max(1.0, mem.step_started_at + duration - now + 0.5)
     return Plan(
@@ -569,17 +571,9 @@ def _complete(target: Revision, olds: Sequence[Revision], replicas: int) -> bool
     )
 
 
-def _pause_seconds(pause: Any) -> float:
+def _pause_seconds(pause: Pause | None) -> float:
     """A canary step's pause duration; 0 for none or a manual (duration-less) pause."""
-    return _seconds(pause.get("duration")) if isinstance(pause, Mapping) else 0.0
-
-
-def _seconds(text: Any) -> float:
-    if not text:
-        return 0.0
-    value = str(text)
-    unit = {"s": 1, "m": 60, "h": 3600}.get(value[-1], 1)
-    return float(value.rstrip("smh") or 0) * unit
+    return pause.seconds or 0.0 if pause is not None else 0.0
 
 
 def _started_message(
@@ -600,11 +594,11 @@ def _start_history(
 ) -> list[dict[str, Any]]:
     out = []
     for h in hist:
-        if h.get("revision") == previous_target and h.get("outcome") == PROGRESSING:
+        if h.get("revision") == previous_target and h.get("outcome") == Outcome.PROGRESSING:
             h = {
                 **h,
                 # Not "Superseded": that one served; this one never finished its rollout.
-                "outcome": INTERRUPTED,
+                "outcome": Outcome.INTERRUPTED,
                 "finishedAt": to_text(now),
                 "message": f"replaced by revision {target} before it finished",
             }
@@ -616,13 +610,13 @@ def _start_history(
         "uri": rev.uri if rev else meta.get("uri", ""),
         "image": rev.image if rev else meta.get("image", ""),
         "startedAt": to_text(now),
-        "outcome": PROGRESSING,
+        "outcome": Outcome.PROGRESSING,
     }
     return [entry, *out]
 
 
 def _finish_history(
-    hist: list[dict[str, Any]], revision: int, now: float, outcome: str, message: str
+    hist: list[dict[str, Any]], revision: int, now: float, outcome: Outcome, message: str
 ) -> list[dict[str, Any]]:
     out = []
     done = False

@@ -54,6 +54,40 @@ class Batching:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """A canary step's hold: ``seconds`` long, or (None) until a manual promotion."""
+
+    seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class CanaryStep:
+    """One canary step: the new revision's share of the replicas, then an optional hold
+    (without one, the next step follows as soon as this one's replicas are ready)."""
+
+    weight: int
+    pause: Pause | None = None
+
+
+def parse_duration(text: str) -> float:
+    """'30s', '5m', '1h' (the CRD's pattern) in seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise ValueError(f"not a duration like 30s, 5m or 1h: {text!r}")
+    return float(int(text[:-1]) * units[text[-1]])
+
+
+def _canary_step(raw: Mapping[str, Any]) -> CanaryStep:
+    pause = raw.get("pause")
+    if not isinstance(pause, Mapping):
+        return CanaryStep(int(raw.get("weight", 100)))
+    duration = pause.get("duration")
+    return CanaryStep(
+        int(raw.get("weight", 100)), Pause(parse_duration(str(duration)) if duration else None)
+    )
+
+
+@dataclass(frozen=True)
 class Rollout:
     strategy: str = "RollingUpdate"
     max_surge: int | str = 1
@@ -62,7 +96,7 @@ class Rollout:
     auto_rollback: bool = True
     paused: bool = False
     rollback_to: int | None = None
-    canary_steps: tuple[Mapping[str, Any], ...] = ()
+    canary_steps: tuple[CanaryStep, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -204,7 +238,7 @@ def parse(body: Mapping[str, Any]) -> ModelDeploymentSpec:
             auto_rollback=bool(rollout.get("autoRollback", True)),
             paused=bool(rollout.get("paused", False)),
             rollback_to=rollout.get("rollbackTo"),
-            canary_steps=tuple(canary.get("steps") or ()),
+            canary_steps=tuple(_canary_step(s) for s in canary.get("steps") or ()),
         ),
         revision_history_limit=_int(spec, "revisionHistoryLimit", 5, "spec"),
         pod=PodOverrides(

@@ -12,11 +12,19 @@ Each carries a CamelCase reason, a message and ``observedGeneration``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .config import OperatorConfig
-from .manifests import GPU_RESOURCE, STORAGE_CONTAINER, endpoint, selector_string
+from .manifests import endpoint, selector_string
+from .phases import Phase
+from .pods import (
+    INSUFFICIENT_GPU,
+    UNSCHEDULABLE,
+    Event,
+    Problem,
+    find_condition,
+    pod_problem,
+)
 from .spec import ModelDeploymentSpec, resolve_count
 
 if TYPE_CHECKING:
@@ -25,84 +33,12 @@ if TYPE_CHECKING:
 
 CONDITION_TYPES = ("Ready", "Available", "Progressing", "Reconciling", "Stalled", "Degraded")
 
-# Reasons, most urgent first: the first that applies explains why Ready is False.
-INSUFFICIENT_GPU = "InsufficientGPU"
-UNSCHEDULABLE = "Unschedulable"
-STORAGE_FAILED = "StorageInitializerFailed"
-CRASH_LOOP = "CrashLoopBackOff"
-IMAGE_PULL = "ImagePullBackOff"
+# Reasons, most urgent first: the first that applies explains why Ready is False (the
+# pods' own reasons live in pods.py).
 DEADLINE = "ProgressDeadlineExceeded"
 CONFLICT = "ResourceConflict"
 INVALID_SPEC = "InvalidSpec"
 STALLING_REASONS = frozenset({INSUFFICIENT_GPU, UNSCHEDULABLE, DEADLINE, CONFLICT, INVALID_SPEC})
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Problem:
-    reason: str
-    message: str
-
-
-def _cond(conditions: Any, type_: str) -> Mapping[str, Any] | None:
-    for c in conditions or ():
-        if isinstance(c, Mapping) and c.get("type") == type_:
-            return c
-    return None
-
-
-def pod_problem(pods: Sequence[Mapping[str, Any]]) -> Problem | None:
-    """The most urgent reason, among the pods, that keeps replicas from serving."""
-    found: dict[str, str] = {}
-    for pod in pods:
-        if (pod.get("metadata") or {}).get("deletionTimestamp"):
-            continue
-        status = pod.get("status") or {}
-        scheduled = _cond(status.get("conditions"), "PodScheduled")
-        if scheduled and scheduled.get("status") == "False":
-            message = str(scheduled.get("message") or "")
-            if scheduled.get("reason") == "Unschedulable":
-                if GPU_RESOURCE in message:
-                    found.setdefault(INSUFFICIENT_GPU, f"pods cannot be scheduled: {message}")
-                else:
-                    found.setdefault(UNSCHEDULABLE, f"pods cannot be scheduled: {message}")
-        for init in status.get("initContainerStatuses") or ():
-            if init.get("name") != STORAGE_CONTAINER:
-                continue
-            state = init.get("state") or {}
-            waiting = state.get("waiting") or {}
-            current = state.get("terminated") or {}
-            if "running" in state or current.get("exitCode") == 0:
-                continue  # downloading again, or done: an earlier failed try is history
-            last = (init.get("lastState") or {}).get("terminated") or {}
-            failed = current if current else last
-            if failed.get("exitCode") not in (None, 0) or waiting.get("reason") == CRASH_LOOP:
-                detail = failed.get("message") or waiting.get("message") or "exited non-zero"
-                found.setdefault(STORAGE_FAILED, f"model download failed: {detail.strip()}")
-        for cs in status.get("containerStatuses") or ():
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            reason = waiting.get("reason")
-            if reason == CRASH_LOOP:
-                last = (cs.get("lastState") or {}).get("terminated") or {}
-                detail = last.get("message") or last.get("reason") or "container keeps exiting"
-                found.setdefault(
-                    CRASH_LOOP, f"container {cs.get('name')} is crash-looping: {detail.strip()}"
-                )
-            elif reason in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName"):
-                found.setdefault(
-                    IMAGE_PULL,
-                    f"image of {cs.get('name')} cannot be pulled: {waiting.get('message', reason)}",
-                )
-    for reason in (INSUFFICIENT_GPU, UNSCHEDULABLE, STORAGE_FAILED, IMAGE_PULL, CRASH_LOOP):
-        if reason in found:
-            return Problem(reason, found[reason])
-    return None
 
 
 def _condition(
@@ -115,7 +51,7 @@ def _condition(
     now: str,
 ) -> dict[str, Any]:
     status = "True" if ok else "False"
-    old = _cond(previous.get("conditions"), type_)
+    old = find_condition(previous.get("conditions"), type_)
     unchanged = old is not None and old.get("status") == status
     return {
         "type": type_,
@@ -159,10 +95,10 @@ def compute_status(
         stalled = True
     elif plan.error:
         problem, stalled = Problem(plan.reason, plan.error), True
-    elif plan.phase in ("RolledBack", "RollingBack", "Failed", "Paused"):
+    elif plan.phase in (Phase.ROLLED_BACK, Phase.ROLLING_BACK, Phase.FAILED, Phase.PAUSED):
         problem = Problem(plan.reason, plan.message)
-        stalled = plan.phase in ("RolledBack", "Failed")
-    elif plan.phase != "Succeeded":
+        stalled = plan.phase in (Phase.ROLLED_BACK, Phase.FAILED)
+    elif plan.phase != Phase.SUCCEEDED:
         problem = pod_problem(target.pod_objects if target else ())
         if plan.deadline_exceeded:
             deadline = md.rollout.progress_deadline_seconds
@@ -184,8 +120,10 @@ def compute_status(
                 f"rolling out version {version} (revision {plan.target}): "
                 f"{updated_ready}/{desired} ready{gpu}",
             )
-    serving_ok = plan.phase in ("Succeeded", "RolledBack") and not conflicts and not plan.error
-    if serving_ok and plan.phase == "Succeeded":
+    serving_ok = (
+        plan.phase in (Phase.SUCCEEDED, Phase.ROLLED_BACK) and not conflicts and not plan.error
+    )
+    if serving_ok and plan.phase == Phase.SUCCEEDED:
         ready_reason = "ScaledToZero" if desired == 0 else "AllReplicasReady"
         ready_msg = (
             "scaled to zero replicas"
@@ -196,13 +134,13 @@ def compute_status(
     else:
         assert problem is not None
         ready_reason, ready_msg = problem.reason, problem.message
-    progressing_now = plan.phase in ("Progressing", "RollingBack") and not stalled
-    if plan.phase == "Succeeded":
+    progressing_now = plan.phase in (Phase.PROGRESSING, Phase.ROLLING_BACK) and not stalled
+    if plan.phase == Phase.SUCCEEDED:
         prog_reason, prog_msg = "RolloutComplete", f"revision {plan.target} is rolled out"
     else:
         prog_reason, prog_msg = ready_reason, ready_msg
     avail_ok = ready >= min_available and (ready > 0 or desired == 0)
-    degraded = plan.phase in ("RolledBack", "RollingBack")
+    degraded = plan.phase in (Phase.ROLLED_BACK, Phase.ROLLING_BACK)
     gen = md.generation
     conditions = [
         _condition("Ready", serving_ok, ready_reason, ready_msg, gen, previous, now),
@@ -219,7 +157,7 @@ def compute_status(
         # kstatus: a paused rollout is still in progress, not current.
         _condition(
             "Reconciling",
-            progressing_now or (plan.phase == "Paused" and not serving_ok),
+            progressing_now or (plan.phase == Phase.PAUSED and not serving_ok),
             prog_reason,
             prog_msg,
             gen,
@@ -270,8 +208,8 @@ def compute_status(
 
 def _events(previous: Mapping[str, Any], conditions: Sequence[Mapping[str, Any]]) -> list[Event]:
     """One event whenever the phase (Ready's status and reason) changes."""
-    old = _cond(previous.get("conditions"), "Ready")
-    new = _cond(conditions, "Ready")
+    old = find_condition(previous.get("conditions"), "Ready")
+    new = find_condition(conditions, "Ready")
     assert new is not None
     if old is not None and (old.get("status"), old.get("reason")) == (
         new["status"],
@@ -301,29 +239,3 @@ def invalid_spec_status(
     ]
     status = {**previous, "observedGeneration": generation, "conditions": conditions}
     return status, _events(previous, conditions)
-
-
-def merge_patch(live: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON merge patch (RFC 7386) that turns ``live`` into ``desired``.
-
-    Keys that ``desired`` no longer has become null, so they are removed; an
-    empty result means the live status is already as wanted.
-    """
-    patch: dict[str, Any] = {}
-    for key, value in desired.items():
-        old = live.get(key)
-        if isinstance(value, Mapping) and isinstance(old, Mapping):
-            nested = merge_patch(old, value)
-            if nested:
-                patch[key] = nested
-        elif old != value:
-            patch[key] = value
-    for key in live:
-        if key not in desired:
-            patch[key] = None
-    return patch
-
-
-def status_differs(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    """True when writing ``desired`` would change the live status."""
-    return bool(merge_patch(live, desired))

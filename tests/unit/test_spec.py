@@ -57,3 +57,27 @@ def test_unservable_specs_raise_readable_errors(spec: dict, message: str) -> Non
     body["spec"] = spec
     with pytest.raises(SpecError, match=message):
         parse(body)
+
+
+def test_canary_steps_parse_into_typed_steps_with_their_pauses() -> None:
+    from factories import md_body
+
+    from modelplane_operator.spec import CanaryStep, Pause, parse, parse_duration
+
+    steps = [
+        {"weight": 10},
+        {"weight": 25, "pause": {"duration": "30s"}},
+        {"weight": 50, "pause": {"duration": "5m"}},
+        {"weight": 75, "pause": {}},
+    ]
+    md = parse(md_body(rollout={"strategy": "Canary", "canary": {"steps": steps}}))
+    assert md.rollout.canary_steps == (
+        CanaryStep(10),
+        CanaryStep(25, Pause(30.0)),
+        CanaryStep(50, Pause(300.0)),
+        CanaryStep(75, Pause(None)),  # held until a manual promotion
+    )
+    assert parse_duration("1h") == 3600.0
+    for bad in ("", "5", "m", "1.5m", "-1s", "10d"):
+        with pytest.raises(ValueError, match="not a duration"):
+            parse_duration(bad)

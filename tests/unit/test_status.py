@@ -7,10 +7,12 @@ from typing import Any
 from factories import md_body
 
 from modelplane_operator.config import OperatorConfig
+from modelplane_operator.patch import merge_patch, status_differs
+from modelplane_operator.pods import pod_problem
 from modelplane_operator.revisions import Revision
 from modelplane_operator.rollout import CRASH_RESTARTS, Memory, plan
 from modelplane_operator.spec import ModelDeploymentSpec, parse
-from modelplane_operator.status import compute_status, merge_patch, pod_problem, status_differs
+from modelplane_operator.status import compute_status
 
 CONFIG = OperatorConfig()
 NOW = "2026-11-23T10:00:00Z"

@@ -1,0 +1,88 @@
+"""Why pods do not serve: the most urgent problem among a revision's pods, read from
+their status (scheduling, the storage initializer, crash loops, image pulls).
+
+Used by rollout (failure detection) and status (the Ready reason); it knows neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .manifests import GPU_RESOURCE, STORAGE_CONTAINER
+
+# Reasons, most urgent first: the first that applies explains why Ready is False.
+INSUFFICIENT_GPU = "InsufficientGPU"
+UNSCHEDULABLE = "Unschedulable"
+STORAGE_FAILED = "StorageInitializerFailed"
+CRASH_LOOP = "CrashLoopBackOff"
+IMAGE_PULL = "ImagePullBackOff"
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str
+    message: str
+
+
+def find_condition(conditions: Any, type_: str) -> Mapping[str, Any] | None:
+    for c in conditions or ():
+        if isinstance(c, Mapping) and c.get("type") == type_:
+            return c
+    return None
+
+
+def pod_problem(pods: Sequence[Mapping[str, Any]]) -> Problem | None:
+    """The most urgent reason, among the pods, that keeps replicas from serving."""
+    found: dict[str, str] = {}
+    for pod in pods:
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        status = pod.get("status") or {}
+        scheduled = find_condition(status.get("conditions"), "PodScheduled")
+        if scheduled and scheduled.get("status") == "False":
+            message = str(scheduled.get("message") or "")
+            if scheduled.get("reason") == "Unschedulable":
+                if GPU_RESOURCE in message:
+                    found.setdefault(INSUFFICIENT_GPU, f"pods cannot be scheduled: {message}")
+                else:
+                    found.setdefault(UNSCHEDULABLE, f"pods cannot be scheduled: {message}")
+        for init in status.get("initContainerStatuses") or ():
+            if init.get("name") != STORAGE_CONTAINER:
+                continue
+            state = init.get("state") or {}
+            waiting = state.get("waiting") or {}
+            current = state.get("terminated") or {}
+            if "running" in state or current.get("exitCode") == 0:
+                continue  # downloading again, or done: an earlier failed try is history
+            last = (init.get("lastState") or {}).get("terminated") or {}
+            failed = current if current else last
+            if failed.get("exitCode") not in (None, 0) or waiting.get("reason") == CRASH_LOOP:
+                detail = failed.get("message") or waiting.get("message") or "exited non-zero"
+                found.setdefault(STORAGE_FAILED, f"model download failed: {detail.strip()}")
+        for cs in status.get("containerStatuses") or ():
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason == CRASH_LOOP:
+                last = (cs.get("lastState") or {}).get("terminated") or {}
+                detail = last.get("message") or last.get("reason") or "container keeps exiting"
+                found.setdefault(
+                    CRASH_LOOP, f"container {cs.get('name')} is crash-looping: {detail.strip()}"
+                )
+            elif reason in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName"):
+                found.setdefault(
+                    IMAGE_PULL,
+                    f"image of {cs.get('name')} cannot be pulled: {waiting.get('message', reason)}",
+                )
+    for reason in (INSUFFICIENT_GPU, UNSCHEDULABLE, STORAGE_FAILED, IMAGE_PULL, CRASH_LOOP):
+        if reason in found:
+            return Problem(reason, found[reason])
+    return None
