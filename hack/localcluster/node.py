@@ -558,6 +558,10 @@ def sweep() -> None:
         name = netns.split(" ")[0]
         if name.startswith("cni-") or name == SINK_NETNS:
             run("ip", "netns", "del", name, check=False)
+    # `ip netns add` made /run/netns a mount point of its own; once empty, it goes too.
+    netns_dir = Path("/run/netns")
+    if netns_dir.is_dir() and not any(netns_dir.iterdir()) and _mounts_under(netns_dir):
+        run("umount", str(netns_dir), check=False)
     for root in MOUNT_ROOTS:
         _unmount_under(root)
     _remove_cgroups("kubepods")
