@@ -14,6 +14,7 @@ import pytest
 import tritonclient.http as triton
 from runtimekit import RuntimeServer
 
+from conftest import _session_server
 from modelplane_runtime.compression import response_encoding
 
 X = np.linspace(-1, 1, 32, dtype=np.float32).reshape(2, 16)
@@ -25,12 +26,7 @@ def server(
     tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RuntimeServer]:
     env = {"MODELPLANE_MODEL_NAME": "tiny", "MODELPLANE_MAX_REQUEST_BYTES": "100000"}
-    running = RuntimeServer(tiny_model_dir, tmp_path_factory.mktemp("log") / "runtime.log", env)
-    try:
-        running.wait_ready()
-        yield running
-    finally:
-        running.stop()
+    yield from _session_server(tmp_path_factory, tiny_model_dir, env)
 
 
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
