@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -239,26 +240,18 @@ class InferEndpoint:
     async def handle(
         self, name: str, version: str | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
+        request = _InferHeaders.read(scope)
         try:
-            status, body, headers = await self._infer(name, version, scope, receive)
+            status, body, headers = await self._infer(name, version, request, receive)
         except ClientDisconnected:
             return  # nobody to answer
-        accept = next((v for k, v in scope["headers"] if k == b"accept-encoding"), None)
-        encoding = response_encoding(accept) if accept else None
-        if encoding is not None and len(body) >= MIN_COMPRESSED_BYTES:
-            # Inference-Header-Content-Length keeps counting the uncompressed JSON header,
-            # as Triton does: the client decompresses first, then splits the body.
-            body = encode_body(body, encoding)
-            headers = [(k, v) for k, v in headers if k != b"content-length"]
-            headers += [
-                (b"content-encoding", encoding.value.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ]
+        if request.accept_encoding is not None:
+            body, headers = _compressed(body, headers, request.accept_encoding)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _infer(
-        self, name: str, version: str | None, scope: Scope, receive: Receive
+        self, name: str, version: str | None, request: _InferHeaders, receive: Receive
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         started = time.perf_counter()
         service = self.service
@@ -266,22 +259,14 @@ class InferEndpoint:
             service.check_name(name, version)
         except RuntimeServingError as exc:
             return self._error(exc)
-        declared = header_length = content_encoding = None
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                declared = value
-            elif key == _HEADER_LENGTH:
-                header_length = value.decode("latin-1")
-            elif key == b"content-encoding":
-                content_encoding = value
         try:
             model, executor = service.require_ready()
             with executor.admit():
                 limit = service.settings.max_request_bytes
-                body = await _read_body(receive, declared, limit)
-                if content_encoding is not None:
-                    body = decode_body(body, content_encoding, limit)
-                decoded = decode_request(body, header_length)
+                body = await _read_body(receive, request.content_length, limit)
+                if request.content_encoding is not None:
+                    body = decode_body(body, request.content_encoding, limit)
+                decoded = decode_request(body, request.header_length)
                 rows = model.validate(decoded.inputs)
                 check_requested_outputs(decoded, model.output_datatypes)
                 outputs, stats = await executor.run(
@@ -325,6 +310,50 @@ class InferEndpoint:
     def _error(error: RuntimeServingError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         response = error_response(error)
         return response.status_code, bytes(response.body), response.raw_headers
+
+
+@dataclass(frozen=True)
+class _InferHeaders:
+    """The request headers the infer path reads, found in one pass over them."""
+
+    content_length: bytes | None = None
+    header_length: str | None = None  # Inference-Header-Content-Length
+    content_encoding: bytes | None = None
+    accept_encoding: bytes | None = None
+
+    @classmethod
+    def read(cls, scope: Scope) -> _InferHeaders:
+        found: dict[str, Any] = {}
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                found["content_length"] = value
+            elif key == _HEADER_LENGTH:
+                found["header_length"] = value.decode("latin-1")
+            elif key == b"content-encoding":
+                found["content_encoding"] = value
+            elif key == b"accept-encoding":
+                found["accept_encoding"] = value
+        return cls(**found)
+
+
+def _compressed(
+    body: bytes, headers: list[tuple[bytes, bytes]], accept_encoding: bytes
+) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The response compressed as the client accepts, when it is large enough to gain.
+
+    Inference-Header-Content-Length keeps counting the uncompressed JSON header, as
+    Triton does: the client decompresses first, then splits the body.
+    """
+    encoding = response_encoding(accept_encoding)
+    if encoding is None or len(body) < MIN_COMPRESSED_BYTES:
+        return body, headers
+    body = encode_body(body, encoding)
+    headers = [(k, v) for k, v in headers if k != b"content-length"]
+    headers += [
+        (b"content-encoding", encoding.value.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    return body, headers
 
 
 class FastInfer:
