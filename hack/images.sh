@@ -109,9 +109,9 @@ build() { # build NAME DOCKERFILE TARGET -> prints the image reference
     mv "$archive.part" "$archive"
     printf '%s %s %s\n' "$name" "$tag" "$((SECONDS - t0))" >>"$images/build-times.log"
     # Older builds of this image leave buildah's storage (their layers stay cached).
-    bud images --format '{{.Name}}:{{.Tag}}' | grep "^localhost/modelplane/$name:" | grep -v ":$tag\$" \
-      | xargs -r buildah --storage-driver overlay --root "$cache/buildah/root" \
-          --runroot /run/modelplane-buildah rmi >/dev/null 2>&1 || true
+    local old
+    old=$(bud images --format '{{.Name}}:{{.Tag}}' | grep "^localhost/modelplane/$name:" | grep -v ":$tag\$" || true)
+    [ -z "$old" ] || bud rmi $old >/dev/null 2>&1 || true
   fi
   echo "$ref"
 }

@@ -120,13 +120,21 @@ def _apiserver(c: Site) -> list[str]:
     return command
 
 
-def _controller_manager(c: Site) -> list[str]:
-    kc, p = str(c.kubeconfig), c.pki
+def kubeconfig_flags(c: Site) -> list[str]:
+    """The admin kubeconfig for a component's client, authentication and authorization."""
+    kc = str(c.kubeconfig)
     return [
-        c.binary("kube-controller-manager"),
         f"--kubeconfig={kc}",
         f"--authentication-kubeconfig={kc}",
         f"--authorization-kubeconfig={kc}",
+    ]
+
+
+def _controller_manager(c: Site) -> list[str]:
+    p = c.pki
+    return [
+        c.binary("kube-controller-manager"),
+        *kubeconfig_flags(c),
         "--bind-address=127.0.0.1",
         f"--secure-port={c.port('kcm')}",
         "--leader-elect=false",
@@ -141,12 +149,9 @@ def _controller_manager(c: Site) -> list[str]:
 
 
 def _scheduler(c: Site) -> list[str]:
-    kc = str(c.kubeconfig)
     return [
         c.binary("kube-scheduler"),
-        f"--kubeconfig={kc}",
-        f"--authentication-kubeconfig={kc}",
-        f"--authorization-kubeconfig={kc}",
+        *kubeconfig_flags(c),
         "--bind-address=127.0.0.1",
         f"--secure-port={c.port('scheduler')}",
         "--leader-elect=false",

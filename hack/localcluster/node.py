@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from . import addresses
-from .components import Component, Site
+from .components import Component, Site, kubeconfig_flags
 from .paths import CACHE_DIR, CLUSTERS_DIR
 from .pki import NODE_NAME
 from .processes import pids_of, run, terminate
@@ -160,7 +160,6 @@ def _containerd_ready(c: Site) -> bool:
         ctr("version")
     except RuntimeError:
         return False
-    import_images()
     return True
 
 
@@ -172,8 +171,8 @@ def _kill_containers(c: Site) -> None:
     for task in ctr("tasks", "ls", "-q", check=False).split():
         ctr("tasks", "kill", "--signal=SIGKILL", task, check=False)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and ctr("tasks", "ls", "-q", check=False).split():
-        for task in ctr("tasks", "ls", "-q", check=False).split():
+    while time.monotonic() < deadline and (tasks := ctr("tasks", "ls", "-q", check=False).split()):
+        for task in tasks:
             ctr("tasks", "delete", "--force", task, check=False)
         time.sleep(0.2)
     containers = ctr("containers", "ls", "-q", check=False).split()
@@ -196,6 +195,10 @@ def image_refs() -> dict[str, str]:
 
 def pause_image() -> str:
     return image_refs().get("MODELPLANE_PAUSE_IMAGE", "localhost/modelplane/pause:missing")
+
+
+def _import_images(c: Site) -> None:
+    import_images()
 
 
 def import_images() -> list[str]:
@@ -380,12 +383,9 @@ def _coredns(c: Site) -> list[str]:
 
 # ------------------------------------------------------------------ metrics-server
 def _metrics_server(c: Site) -> list[str]:
-    kc = str(c.kubeconfig)
     return [
         c.binary("metrics-server"),
-        f"--kubeconfig={kc}",
-        f"--authentication-kubeconfig={kc}",
-        f"--authorization-kubeconfig={kc}",
+        *kubeconfig_flags(c),
         f"--bind-address={addresses.NODE_IP}",
         f"--secure-port={c.port('metrics-server')}",
         f"--tls-cert-file={c.pki / 'metrics-server.crt'}",
@@ -471,6 +471,9 @@ NODE = (
         ready=_containerd_ready,
         before_stop=_kill_containers,
     ),
+    # The built images, before the kubelet may need them (no registry: imagePullPolicy
+    # IfNotPresent finds them in containerd).
+    Component("images", prepare=_import_images),
     Component(
         "kubelet",
         _kubelet,
