@@ -11,9 +11,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from nodekit import MODELS_ROOT, Images, ModelStore, build_model_store, serve_models
 
 from clusterkit import Cluster
+from nodekit import MODELS_ROOT, Images, ModelStore, build_model_store, serve_models
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from loadkit import BODY, ClosedLoop, write_report
-from nodekit import Images, ModelStore, cluster_ip, node_md, pods, wait_ready
 
 from clusterkit import Cluster, wait_for
+from loadkit import BODY, ClosedLoop, write_report
+from nodekit import Images, ModelStore, cluster_ip, node_md, pods, wait_ready
 
 REPORT_ENV = "MODELPLANE_NODE_REPORT"  # a path without suffix: .json and .md are written
 ROLLING = {"strategy": "RollingUpdate", "maxSurge": 1, "maxUnavailable": 0}

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodekit import Images, ModelStore, node_md, wait_ready
-
 from clusterkit import Cluster
 from localcluster import node
+from nodekit import Images, ModelStore, node_md, wait_ready
 
 
 def test_stopping_the_node_leaves_no_process_mount_namespace_link_or_rule(
