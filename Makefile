@@ -45,6 +45,7 @@ lint: venv tools ## ruff, mypy and helm lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) hack/function_lengths.py
 	$(MODELPLANE_CACHE)/bin/helm lint --strict charts/modelplane
 
 chart-sync: ## copy crds/ into the chart after changing the CRD

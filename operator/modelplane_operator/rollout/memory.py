@@ -1,0 +1,91 @@
+"""What the planner remembers between reconciles, kept in ``status.rollout``.
+
+An operator restart reads it back and resumes where the rollout was. Times are epoch
+seconds here and RFC 3339 text in status.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..phases import Phase
+
+PROGRESSING = Phase.PROGRESSING
+
+
+def to_time(text: Any) -> float | None:
+    if not text:
+        return None
+    return datetime.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+
+
+def to_text(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the planner remembers between reconciles (status.rollout)."""
+
+    target: int | None = None
+    target_hash: str | None = None
+    stable: int | None = None
+    phase: str = PROGRESSING
+    started_at: float | None = None
+    last_progress_at: float | None = None
+    target_ready: int = 0
+    step: int = 0
+    step_started_at: float | None = None
+    failed: int | None = None
+    failed_hash: str | None = None
+    failure_reason: str = ""
+    failure_message: str = ""
+    promote_token: str | None = None
+    retry_token: str | None = None
+    gpu_limited: bool = False
+
+    @classmethod
+    def from_status(cls, raw: Mapping[str, Any] | None) -> Memory:
+        raw = raw or {}
+        return cls(
+            target=raw.get("targetRevision"),
+            target_hash=raw.get("targetHash"),
+            stable=raw.get("stableRevision"),
+            phase=str(raw.get("phase") or PROGRESSING),
+            started_at=to_time(raw.get("startedAt")),
+            last_progress_at=to_time(raw.get("lastProgressAt")),
+            target_ready=int(raw.get("targetReady") or 0),
+            step=int(raw.get("step") or 0),
+            step_started_at=to_time(raw.get("stepStartedAt")),
+            failed=raw.get("failedRevision"),
+            failed_hash=raw.get("failedHash"),
+            failure_reason=str(raw.get("failureReason") or ""),
+            failure_message=str(raw.get("failureMessage") or ""),
+            promote_token=raw.get("promoteToken"),
+            retry_token=raw.get("retryToken"),
+            gpu_limited=bool(raw.get("gpuLimited")),
+        )
+
+    def to_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "targetRevision": self.target,
+            "targetHash": self.target_hash,
+            "stableRevision": self.stable,
+            "phase": self.phase,
+            "startedAt": to_text(self.started_at) if self.started_at else None,
+            "lastProgressAt": to_text(self.last_progress_at) if self.last_progress_at else None,
+            "targetReady": self.target_ready,
+            "step": self.step,
+            "stepStartedAt": to_text(self.step_started_at) if self.step_started_at else None,
+            "failedRevision": self.failed,
+            "failedHash": self.failed_hash,
+            "failureReason": self.failure_reason or None,
+            "failureMessage": self.failure_message or None,
+            "promoteToken": self.promote_token,
+            "retryToken": self.retry_token,
+            "gpuLimited": self.gpu_limited or None,
+        }
+        return {k: v for k, v in out.items() if v is not None}
