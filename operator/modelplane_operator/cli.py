@@ -18,6 +18,7 @@ from .config import (
     DEFAULT_STORAGE_IMAGE,
     OperatorConfig,
 )
+from .controller import Controller
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     memory.limit_malloc_arenas()
     args = build_parser().parse_args(argv)
-    handlers.configure(
+    controller = Controller(
         OperatorConfig(
             runtime_image=args.runtime_image,
             gpu_runtime_image=args.gpu_runtime_image,
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         clusterwide=not args.namespace,
         namespaces=list(args.namespace),
         liveness_endpoint=f"http://{args.bind_address}:{args.health_port}/healthz",
+        memo=handlers.memo(controller),
         **peering,
     )
     return 0

@@ -1,10 +1,10 @@
-"""Watch re-lists repeat every object; the handlers reconcile each version once."""
+"""Watch re-lists repeat every object; the controller reconciles each version once."""
 
 from __future__ import annotations
 
 import kopf
 
-from modelplane_operator.handlers import _already_seen, _forget
+from modelplane_operator.controller import Controller
 
 
 def body(uid: str, version: str) -> kopf.Body:
@@ -12,15 +12,25 @@ def body(uid: str, version: str) -> kopf.Body:
 
 
 def test_a_version_is_handled_once_and_a_new_version_again() -> None:
-    assert not _already_seen(body("u1", "10"))
-    assert _already_seen(body("u1", "10"))  # the re-list repeat
-    assert not _already_seen(body("u1", "11"))  # a real change
-    assert not _already_seen(body("u2", "10"))  # another object
+    seen = Controller().seen
+    assert not seen.already(body("u1", "10"))
+    assert seen.already(body("u1", "10"))  # the re-list repeat
+    assert not seen.already(body("u1", "11"))  # a real change
+    assert not seen.already(body("u2", "10"))  # another object
 
 
 def test_forgotten_objects_are_new_again_and_bodies_without_versions_always_count() -> None:
-    assert not _already_seen(body("u3", "5"))
-    _forget(body("u3", "5"))
-    assert not _already_seen(body("u3", "5"))
-    assert not _already_seen(kopf.Body({"metadata": {}}))
-    assert not _already_seen(kopf.Body({"metadata": {}}))
+    seen = Controller().seen
+    assert not seen.already(body("u3", "5"))
+    seen.forget(body("u3", "5"))
+    assert not seen.already(body("u3", "5"))
+    assert not seen.already(kopf.Body({"metadata": {}}))
+    assert not seen.already(kopf.Body({"metadata": {}}))
+
+
+def test_each_controller_keeps_its_own_state() -> None:
+    one, other = Controller(), Controller()
+    one.seen.already(body("u4", "1"))
+    one.pause()
+    assert not other.seen.already(body("u4", "1"))
+    assert not other.paused and one.paused
