@@ -41,11 +41,12 @@ operator: venv ## run the operator in the foreground against the local cluster
 demo: ## the newcomer's first command: set up and run the demo
 	bash hack/demo.sh
 
-lint: venv tools ## ruff, mypy and helm lint
+lint: venv tools ## ruff, mypy, import layers, function lengths and helm lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) hack/function_lengths.py
+	PYTHONPATH=operator:runtime $(VENV)/bin/lint-imports --no-cache
 	$(MODELPLANE_CACHE)/bin/helm lint --strict charts/modelplane
 
 chart-sync: ## copy crds/ into the chart after changing the CRD
