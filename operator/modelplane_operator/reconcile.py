@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,8 +30,8 @@ from .manifests import (
 )
 from .patch import merge_patch
 from .pods import Event
-from .revisions import deployment_name, observe_revisions, template_hash
-from .rollout import Memory, plan, to_text
+from .revisions import Revision, deployment_name, observe_revisions, template_hash
+from .rollout import Memory, Plan, plan, to_text
 from .spec import ModelDeploymentSpec, SpecError, parse
 from .status import compute_status, invalid_spec_status
 
@@ -82,6 +82,17 @@ def _gpu_slots(kube: Kube, md: ModelDeploymentSpec) -> Callable[[], int] | None:
     return slots
 
 
+@dataclass(frozen=True)
+class _Observed:
+    """The children of one ModelDeployment as the API server shows them."""
+
+    service: Mapping[str, Any] | None
+    deployments: Mapping[str, Mapping[str, Any]]
+    revisions: Mapping[int, Revision]
+    desired_hash: str  # of the pod template the spec asks for
+    image: str
+
+
 def reconcile(
     body: Mapping[str, Any],
     kube: Kube,
@@ -96,72 +107,29 @@ def reconcile(
     """
     now = time.time() if now is None else now
     meta = body.get("metadata") or {}
-    namespace, name = meta.get("namespace", ""), meta.get("name", "")
     previous = known_status if known_status is not None else (body.get("status") or {})
     try:
         md = parse(body)
     except SpecError as exc:
         generation = int(meta.get("generation") or 0)
         status, events = invalid_spec_status(generation, str(exc), previous, to_text(now))
-        return (
-            Outcome("invalid", status)
-            if not _report(kube, body, previous, status, events)
-            else Outcome("changed", status)
-        )
-
-    # Observe.
-    selector = selector_string(md)
-    service = kube.get_service(namespace, name)
-    deployments = {
-        d["metadata"]["name"]: d
-        for d in kube.list_deployments(namespace, selector)
-        if owned_by(d, md.uid)
-    }
-    pods = kube.list_pods(namespace, selector)
-    revisions = observe_revisions(deployments.values(), pods)
-    template = build_pod_template(md, config)
-    desired_hash = template_hash(template)
-    runtime = template["spec"]["containers"][0]
-
-    # Plan.
+        changed = _report(kube, body, previous, status, events)
+        return Outcome("changed" if changed else "invalid", status)
+    seen = _observe(kube, md, config)
     the_plan = plan(
         md,
-        desired_hash,
-        revisions,
+        seen.desired_hash,
+        seen.revisions,
         Memory.from_status(previous.get("rollout")),
         previous.get("history") or [],
         meta.get("annotations") or {},
         _gpu_slots(kube, md),
         now,
-        {"version": md.version, "uri": md.uri, "image": runtime["image"]},
+        {"version": md.version, "uri": md.uri, "image": seen.image},
     )
-
-    # Act: Deployments first, so that a template the API server refuses leaves no Service
-    # behind without a Deployment.
-    conflicts: list[str] = []
-    wrote = False
-    desired_service = with_applied_hash(build_service(md))
-    if service is not None and not owned_by(service, md.uid):
-        conflicts.append(f"Service {namespace}/{name}")
-    if the_plan.create_target:
-        target_name = deployment_name(name, the_plan.target)
-        existing = kube.get_deployment(namespace, target_name)
-        if existing is not None and not owned_by(existing, md.uid):
-            conflicts.append(f"Deployment {namespace}/{target_name}")
+    conflicts = _conflicts(kube, md, seen, the_plan)
     try:
-        if not conflicts and the_plan.error is None:
-            wrote = _act_on_revisions(
-                kube, md, config, the_plan, revisions, deployments, desired_hash
-            )
-        # A Service only beside a Deployment (a plan error may have made none).
-        has_deployment = bool(deployments) or wrote
-        if (
-            has_deployment
-            and not any(c.startswith("Service") for c in conflicts)
-            and needs_apply(service, desired_service)
-        ):
-            kube.apply(desired_service)
-            wrote = True
+        wrote = _act(kube, md, config, seen, the_plan, conflicts)
     except ApiException as exc:
         if not refused(exc):
             raise
@@ -171,7 +139,6 @@ def reconcile(
         status, events = invalid_spec_status(md.generation, message, previous, to_text(now))
         _report(kube, body, previous, status, events)
         return Outcome("invalid", status)
-
     if conflicts:
         # Nothing was written, so nothing started: the rollout's memory (its progress
         # clock above all) and history stay as they were, and no RolloutStarted is told.
@@ -183,18 +150,77 @@ def reconcile(
             events=[],
         )
     status, events = compute_status(
-        md, the_plan, revisions, conflicts, config, previous, to_text(now)
+        md, the_plan, seen.revisions, conflicts, config, previous, to_text(now)
     )
     wrote = _report(kube, body, previous, status, events) or wrote
     return Outcome("changed" if wrote else "unchanged", status, the_plan.requeue_after)
+
+
+def _observe(kube: Kube, md: ModelDeploymentSpec, config: OperatorConfig) -> _Observed:
+    selector = selector_string(md)
+    deployments = {
+        d["metadata"]["name"]: d
+        for d in kube.list_deployments(md.namespace, selector)
+        if owned_by(d, md.uid)
+    }
+    pods = kube.list_pods(md.namespace, selector)
+    template = build_pod_template(md, config)
+    return _Observed(
+        service=kube.get_service(md.namespace, md.name),
+        deployments=deployments,
+        revisions=observe_revisions(deployments.values(), pods),
+        desired_hash=template_hash(template),
+        image=template["spec"]["containers"][0]["image"],
+    )
+
+
+def _conflicts(kube: Kube, md: ModelDeploymentSpec, seen: _Observed, the_plan: Plan) -> list[str]:
+    """Children's names taken by objects this ModelDeployment does not own."""
+    conflicts: list[str] = []
+    if seen.service is not None and not owned_by(seen.service, md.uid):
+        conflicts.append(f"Service {md.namespace}/{md.name}")
+    if the_plan.create_target:
+        target_name = deployment_name(md.name, the_plan.target)
+        existing = kube.get_deployment(md.namespace, target_name)
+        if existing is not None and not owned_by(existing, md.uid):
+            conflicts.append(f"Deployment {md.namespace}/{target_name}")
+    return conflicts
+
+
+def _act(
+    kube: Kube,
+    md: ModelDeploymentSpec,
+    config: OperatorConfig,
+    seen: _Observed,
+    the_plan: Plan,
+    conflicts: Sequence[str],
+) -> bool:
+    """Deployments first, so that a template the API server refuses leaves no Service
+    behind without a Deployment; then the Service. Whether anything was written."""
+    wrote = False
+    if not conflicts and the_plan.error is None:
+        wrote = _act_on_revisions(
+            kube, md, config, the_plan, seen.revisions, seen.deployments, seen.desired_hash
+        )
+    # A Service only beside a Deployment (a plan error may have made none).
+    has_deployment = bool(seen.deployments) or wrote
+    desired_service = with_applied_hash(build_service(md))
+    if (
+        has_deployment
+        and not any(c.startswith("Service") for c in conflicts)
+        and needs_apply(seen.service, desired_service)
+    ):
+        kube.apply(desired_service)
+        wrote = True
+    return wrote
 
 
 def _act_on_revisions(
     kube: Kube,
     md: ModelDeploymentSpec,
     config: OperatorConfig,
-    the_plan: Any,
-    revisions: Mapping[int, Any],
+    the_plan: Plan,
+    revisions: Mapping[int, Revision],
     deployments: Mapping[str, Mapping[str, Any]],
     desired_hash: str,
 ) -> bool:

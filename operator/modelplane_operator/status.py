@@ -12,6 +12,7 @@ Each carries a CamelCase reason, a message and ``observedGeneration``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .config import OperatorConfig
@@ -63,6 +64,16 @@ def _condition(
     }
 
 
+@dataclass(frozen=True)
+class _Verdict:
+    """Whether the ModelDeployment serves, and if not why, in Ready's words."""
+
+    serving: bool
+    stalled: bool
+    reason: str
+    message: str
+
+
 def compute_status(
     md: ModelDeploymentSpec,
     plan: Plan,
@@ -76,121 +87,18 @@ def compute_status(
 
     ``now`` is an RFC 3339 timestamp, used only for condition transitions.
     """
-    desired = md.replicas
     target = revisions.get(plan.target)
-    total = sum(r.pods for r in revisions.values())
     ready = sum(r.ready for r in revisions.values())
-    updated_ready = target.ready if target else 0
-    min_available = max(
-        0, desired - resolve_count(md.rollout.max_unavailable, desired, round_up=False)
-    )
-    problem: Problem | None = None
-    stalled = False
-    if conflicts:
-        problem = Problem(
-            CONFLICT,
-            f"{', '.join(conflicts)} already exists and is not owned by this ModelDeployment; "
-            "modelplane leaves it alone. Delete or rename it, or rename the ModelDeployment.",
-        )
-        stalled = True
-    elif plan.error:
-        problem, stalled = Problem(plan.reason, plan.error), True
-    elif plan.phase in (Phase.ROLLED_BACK, Phase.ROLLING_BACK, Phase.FAILED, Phase.PAUSED):
-        problem = Problem(plan.reason, plan.message)
-        stalled = plan.phase in (Phase.ROLLED_BACK, Phase.FAILED)
-    elif plan.phase != Phase.SUCCEEDED:
-        problem = pod_problem(target.pod_objects if target else ())
-        if plan.deadline_exceeded:
-            deadline = md.rollout.progress_deadline_seconds
-            base = problem.message if problem else "pods of the new revision are not ready"
-            problem = Problem(
-                problem.reason if problem else DEADLINE,
-                f"{base} (no progress within {deadline}s)",
-            )
-            stalled = True
-        if problem is not None and problem.reason in STALLING_REASONS:
-            stalled = True
-        if problem is None:
-            gpu = (
-                " (few free GPUs: replacing pods one at a time)" if plan.memory.gpu_limited else ""
-            )
-            version = target.version if target else md.version
-            problem = Problem(
-                "RolloutInProgress",
-                f"rolling out version {version} (revision {plan.target}): "
-                f"{updated_ready}/{desired} ready{gpu}",
-            )
-    serving_ok = (
-        plan.phase in (Phase.SUCCEEDED, Phase.ROLLED_BACK) and not conflicts and not plan.error
-    )
-    if serving_ok and plan.phase == Phase.SUCCEEDED:
-        ready_reason = "ScaledToZero" if desired == 0 else "AllReplicasReady"
-        ready_msg = (
-            "scaled to zero replicas"
-            if desired == 0
-            else f"{ready}/{desired} replicas of version {target.version if target else md.version}"
-            " are ready"
-        )
-    else:
-        assert problem is not None
-        ready_reason, ready_msg = problem.reason, problem.message
-    progressing_now = plan.phase in (Phase.PROGRESSING, Phase.ROLLING_BACK) and not stalled
-    if plan.phase == Phase.SUCCEEDED:
-        prog_reason, prog_msg = "RolloutComplete", f"revision {plan.target} is rolled out"
-    else:
-        prog_reason, prog_msg = ready_reason, ready_msg
-    avail_ok = ready >= min_available and (ready > 0 or desired == 0)
-    degraded = plan.phase in (Phase.ROLLED_BACK, Phase.ROLLING_BACK)
-    gen = md.generation
-    conditions = [
-        _condition("Ready", serving_ok, ready_reason, ready_msg, gen, previous, now),
-        _condition(
-            "Available",
-            avail_ok,
-            "MinimumReplicasAvailable" if avail_ok else "MinimumReplicasUnavailable",
-            f"{ready} of {desired} replicas ready (at least {min_available} needed)",
-            gen,
-            previous,
-            now,
-        ),
-        _condition("Progressing", progressing_now, prog_reason, prog_msg, gen, previous, now),
-        # kstatus: a paused rollout is still in progress, not current.
-        _condition(
-            "Reconciling",
-            progressing_now or (plan.phase == Phase.PAUSED and not serving_ok),
-            prog_reason,
-            prog_msg,
-            gen,
-            previous,
-            now,
-        ),
-        _condition(
-            "Stalled",
-            stalled,
-            ready_reason if stalled else "NotStalled",
-            ready_msg if stalled else "the ModelDeployment is making progress or done",
-            gen,
-            previous,
-            now,
-        ),
-        _condition(
-            "Degraded",
-            degraded,
-            "RolloutFailed" if degraded else "NotDegraded",
-            plan.memory.failure_message if degraded else "the target revision is healthy",
-            gen,
-            previous,
-            now,
-        ),
-    ]
+    verdict = _verdict(md, plan, target, ready, conflicts)
+    conditions = _conditions(md, plan, ready, verdict, previous, now)
     serving = revisions.get(plan.serving) if plan.serving is not None else None
     status: dict[str, Any] = {
-        "observedGeneration": gen,
-        "replicas": total,
+        "observedGeneration": md.generation,
+        "replicas": sum(r.pods for r in revisions.values()),
         "readyReplicas": ready,
         "availableReplicas": ready,
-        "updatedReplicas": updated_ready,
-        "ready": f"{ready}/{desired}",
+        "updatedReplicas": target.ready if target else 0,
+        "ready": f"{ready}/{md.replicas}",
         "gpus": md.gpus_requested,
         "selector": selector_string(md),
         "targetVersion": target.version if target else md.version,
@@ -204,6 +112,124 @@ def compute_status(
         status["currentVersion"] = serving.version
         status["currentRevision"] = serving.number
     return status, [*plan.events, *_events(previous, conditions)]
+
+
+def _verdict(
+    md: ModelDeploymentSpec,
+    plan: Plan,
+    target: Revision | None,
+    ready: int,
+    conflicts: Sequence[str],
+) -> _Verdict:
+    serving = (
+        plan.phase in (Phase.SUCCEEDED, Phase.ROLLED_BACK) and not conflicts and not plan.error
+    )
+    problem, stalled = _problem(md, plan, target, conflicts)
+    if serving and plan.phase == Phase.SUCCEEDED:
+        desired = md.replicas
+        version = target.version if target else md.version
+        if desired == 0:
+            return _Verdict(True, stalled, "ScaledToZero", "scaled to zero replicas")
+        message = f"{ready}/{desired} replicas of version {version} are ready"
+        return _Verdict(True, stalled, "AllReplicasReady", message)
+    assert problem is not None
+    return _Verdict(serving, stalled, problem.reason, problem.message)
+
+
+def _problem(
+    md: ModelDeploymentSpec, plan: Plan, target: Revision | None, conflicts: Sequence[str]
+) -> tuple[Problem | None, bool]:
+    """Why Ready is False, most urgent first, and whether only a change can help."""
+    if conflicts:
+        problem = Problem(
+            CONFLICT,
+            f"{', '.join(conflicts)} already exists and is not owned by this ModelDeployment; "
+            "modelplane leaves it alone. Delete or rename it, or rename the ModelDeployment.",
+        )
+        return problem, True
+    if plan.error:
+        return Problem(plan.reason, plan.error), True
+    if plan.phase in (Phase.ROLLED_BACK, Phase.ROLLING_BACK, Phase.FAILED, Phase.PAUSED):
+        return Problem(plan.reason, plan.message), plan.phase in (Phase.ROLLED_BACK, Phase.FAILED)
+    if plan.phase == Phase.SUCCEEDED:
+        return None, False
+    return _rollout_problem(md, plan, target)
+
+
+def _rollout_problem(
+    md: ModelDeploymentSpec, plan: Plan, target: Revision | None
+) -> tuple[Problem, bool]:
+    """A rollout under way: what its pods say, past the deadline or not."""
+    problem = pod_problem(target.pod_objects if target else ())
+    stalled = False
+    if plan.deadline_exceeded:
+        deadline = md.rollout.progress_deadline_seconds
+        base = problem.message if problem else "pods of the new revision are not ready"
+        problem = Problem(
+            problem.reason if problem else DEADLINE,
+            f"{base} (no progress within {deadline}s)",
+        )
+        stalled = True
+    if problem is not None:
+        return problem, stalled or problem.reason in STALLING_REASONS
+    gpu = " (few free GPUs: replacing pods one at a time)" if plan.memory.gpu_limited else ""
+    version = target.version if target else md.version
+    updated_ready = target.ready if target else 0
+    message = (
+        f"rolling out version {version} (revision {plan.target}): "
+        f"{updated_ready}/{md.replicas} ready{gpu}"
+    )
+    return Problem("RolloutInProgress", message), stalled
+
+
+def _conditions(
+    md: ModelDeploymentSpec,
+    plan: Plan,
+    ready: int,
+    v: _Verdict,
+    previous: Mapping[str, Any],
+    now: str,
+) -> list[dict[str, Any]]:
+    desired = md.replicas
+    min_available = max(
+        0, desired - resolve_count(md.rollout.max_unavailable, desired, round_up=False)
+    )
+    progressing_now = plan.phase in (Phase.PROGRESSING, Phase.ROLLING_BACK) and not v.stalled
+    if plan.phase == Phase.SUCCEEDED:
+        prog_reason, prog_msg = "RolloutComplete", f"revision {plan.target} is rolled out"
+    else:
+        prog_reason, prog_msg = v.reason, v.message
+    avail_ok = ready >= min_available and (ready > 0 or desired == 0)
+    degraded = plan.phase in (Phase.ROLLED_BACK, Phase.ROLLING_BACK)
+    # kstatus: a paused rollout is still in progress, not current.
+    reconciling = progressing_now or (plan.phase == Phase.PAUSED and not v.serving)
+    rows = [
+        ("Ready", v.serving, v.reason, v.message),
+        (
+            "Available",
+            avail_ok,
+            "MinimumReplicasAvailable" if avail_ok else "MinimumReplicasUnavailable",
+            f"{ready} of {desired} replicas ready (at least {min_available} needed)",
+        ),
+        ("Progressing", progressing_now, prog_reason, prog_msg),
+        ("Reconciling", reconciling, prog_reason, prog_msg),
+        (
+            "Stalled",
+            v.stalled,
+            v.reason if v.stalled else "NotStalled",
+            v.message if v.stalled else "the ModelDeployment is making progress or done",
+        ),
+        (
+            "Degraded",
+            degraded,
+            "RolloutFailed" if degraded else "NotDegraded",
+            plan.memory.failure_message if degraded else "the target revision is healthy",
+        ),
+    ]
+    return [
+        _condition(type_, ok, reason, message, md.generation, previous, now)
+        for type_, ok, reason, message in rows
+    ]
 
 
 def _events(previous: Mapping[str, Any], conditions: Sequence[Mapping[str, Any]]) -> list[Event]:
