@@ -167,42 +167,10 @@ def parse(body: Mapping[str, Any]) -> ModelDeploymentSpec:
     runtime = _section(spec, "runtime")
     rollout = _section(spec, "rollout")
     pod = _section(spec, "pod")
-    gpu_raw = runtime.get("gpu")
-    batching = runtime.get("batching") or {}
-
-    version = str(model.get("version", ""))
-    if not _LABEL_VALUE.match(version) or len(version) > 63:
-        raise SpecError(
-            "spec.model.version must be 1-63 letters, digits, '.', '-' or '_' "
-            "starting and ending with a letter or digit"
-        )
-    uri = str(model.get("uri", ""))
-    if uri.split("://", 1)[0] not in URI_SCHEMES or "://" not in uri:
-        raise SpecError(f"spec.model.uri must use one of the schemes {', '.join(URI_SCHEMES)}")
-    fmt = str(model.get("format", "torch-export"))
-    if fmt != "torch-export":
-        raise SpecError(f"spec.model.format {fmt!r} is not supported (use torch-export)")
-
-    gpu = Gpu()
-    if isinstance(gpu_raw, Mapping):
-        gpu = Gpu(
-            count=_int(gpu_raw, "count", 1, "spec.runtime.gpu"),
-            product=gpu_raw.get("product") or None,
-        )
+    version, uri, fmt = _model_source(model)
+    gpu = _gpu(runtime)
     resources = runtime.get("resources") or {}
-    for part in ("requests", "limits"):
-        if "nvidia.com/gpu" in (resources.get(part) or {}):
-            raise SpecError(f"set GPUs with spec.runtime.gpu.count, not resources.{part}")
-
-    precision = runtime.get("precision") or None
-    if precision is not None and precision not in PRECISIONS:
-        raise SpecError(f"spec.runtime.precision must be one of {', '.join(PRECISIONS)}")
-    if precision in ("float16", "bfloat16") and not gpu.count:
-        raise SpecError(f"spec.runtime.precision {precision} runs on a GPU (runtime.gpu.count)")
-    if precision == "int8" and gpu.count:
-        raise SpecError("spec.runtime.precision int8 runs on CPUs: set runtime.gpu.count to 0")
-
-    canary = rollout.get("canary") or {}
+    precision = _precision(runtime, gpu)
     secret_ref = model.get("secretRef") or {}
     return ModelDeploymentSpec(
         name=str(meta.get("name", "")),
@@ -221,34 +189,88 @@ def parse(body: Mapping[str, Any]) -> ModelDeploymentSpec:
         resources={k: dict(v) for k, v in resources.items() if isinstance(v, Mapping)},
         gpu=gpu,
         env=tuple(runtime.get("env") or ()),
-        batching=Batching(
-            enabled=bool(batching.get("enabled", True)),
-            max_batch_size=_int(batching, "maxBatchSize", 32, "spec.runtime.batching", 1),
-            max_queue_delay_ms=_int(batching, "maxQueueDelayMs", 5, "spec.runtime.batching"),
-        ),
+        batching=_batching(runtime.get("batching") or {}),
         precision=precision,
         replicas=_int(spec, "replicas", 1, "spec"),
-        rollout=Rollout(
-            strategy=str(rollout.get("strategy", "RollingUpdate")),
-            max_surge=rollout.get("maxSurge", 1),
-            max_unavailable=rollout.get("maxUnavailable", 0),
-            progress_deadline_seconds=_int(
-                rollout, "progressDeadlineSeconds", 600, "spec.rollout", 1
-            ),
-            auto_rollback=bool(rollout.get("autoRollback", True)),
-            paused=bool(rollout.get("paused", False)),
-            rollback_to=rollout.get("rollbackTo"),
-            canary_steps=tuple(_canary_step(s) for s in canary.get("steps") or ()),
-        ),
+        rollout=_rollout(rollout),
         revision_history_limit=_int(spec, "revisionHistoryLimit", 5, "spec"),
-        pod=PodOverrides(
-            node_selector=dict(pod.get("nodeSelector") or {}),
-            tolerations=tuple(pod.get("tolerations") or ()),
-            affinity=pod.get("affinity") or None,
-            service_account_name=pod.get("serviceAccountName") or None,
-            priority_class_name=pod.get("priorityClassName") or None,
-            image_pull_secrets=tuple(pod.get("imagePullSecrets") or ()),
-            annotations=dict(pod.get("annotations") or {}),
-            labels=dict(pod.get("labels") or {}),
-        ),
+        pod=_pod(pod),
+    )
+
+
+def _model_source(model: Mapping[str, Any]) -> tuple[str, str, str]:
+    """spec.model's version, uri and format, each checked."""
+    version = str(model.get("version", ""))
+    if not _LABEL_VALUE.match(version) or len(version) > 63:
+        raise SpecError(
+            "spec.model.version must be 1-63 letters, digits, '.', '-' or '_' "
+            "starting and ending with a letter or digit"
+        )
+    uri = str(model.get("uri", ""))
+    if uri.split("://", 1)[0] not in URI_SCHEMES or "://" not in uri:
+        raise SpecError(f"spec.model.uri must use one of the schemes {', '.join(URI_SCHEMES)}")
+    fmt = str(model.get("format", "torch-export"))
+    if fmt != "torch-export":
+        raise SpecError(f"spec.model.format {fmt!r} is not supported (use torch-export)")
+    return version, uri, fmt
+
+
+def _gpu(runtime: Mapping[str, Any]) -> Gpu:
+    gpu = Gpu()
+    gpu_raw = runtime.get("gpu")
+    if isinstance(gpu_raw, Mapping):
+        gpu = Gpu(
+            count=_int(gpu_raw, "count", 1, "spec.runtime.gpu"),
+            product=gpu_raw.get("product") or None,
+        )
+    resources = runtime.get("resources") or {}
+    for part in ("requests", "limits"):
+        if "nvidia.com/gpu" in (resources.get(part) or {}):
+            raise SpecError(f"set GPUs with spec.runtime.gpu.count, not resources.{part}")
+    return gpu
+
+
+def _precision(runtime: Mapping[str, Any], gpu: Gpu) -> str | None:
+    precision = runtime.get("precision") or None
+    if precision is not None and precision not in PRECISIONS:
+        raise SpecError(f"spec.runtime.precision must be one of {', '.join(PRECISIONS)}")
+    if precision in ("float16", "bfloat16") and not gpu.count:
+        raise SpecError(f"spec.runtime.precision {precision} runs on a GPU (runtime.gpu.count)")
+    if precision == "int8" and gpu.count:
+        raise SpecError("spec.runtime.precision int8 runs on CPUs: set runtime.gpu.count to 0")
+    return str(precision) if precision is not None else None
+
+
+def _batching(batching: Mapping[str, Any]) -> Batching:
+    return Batching(
+        enabled=bool(batching.get("enabled", True)),
+        max_batch_size=_int(batching, "maxBatchSize", 32, "spec.runtime.batching", 1),
+        max_queue_delay_ms=_int(batching, "maxQueueDelayMs", 5, "spec.runtime.batching"),
+    )
+
+
+def _rollout(rollout: Mapping[str, Any]) -> Rollout:
+    canary = rollout.get("canary") or {}
+    return Rollout(
+        strategy=str(rollout.get("strategy", "RollingUpdate")),
+        max_surge=rollout.get("maxSurge", 1),
+        max_unavailable=rollout.get("maxUnavailable", 0),
+        progress_deadline_seconds=_int(rollout, "progressDeadlineSeconds", 600, "spec.rollout", 1),
+        auto_rollback=bool(rollout.get("autoRollback", True)),
+        paused=bool(rollout.get("paused", False)),
+        rollback_to=rollout.get("rollbackTo"),
+        canary_steps=tuple(_canary_step(s) for s in canary.get("steps") or ()),
+    )
+
+
+def _pod(pod: Mapping[str, Any]) -> PodOverrides:
+    return PodOverrides(
+        node_selector=dict(pod.get("nodeSelector") or {}),
+        tolerations=tuple(pod.get("tolerations") or ()),
+        affinity=pod.get("affinity") or None,
+        service_account_name=pod.get("serviceAccountName") or None,
+        priority_class_name=pod.get("priorityClassName") or None,
+        image_pull_secrets=tuple(pod.get("imagePullSecrets") or ()),
+        annotations=dict(pod.get("annotations") or {}),
+        labels=dict(pod.get("labels") or {}),
     )
