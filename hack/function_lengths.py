@@ -19,7 +19,6 @@ ROOTS = ("operator", "runtime", "hack")
 KNOWN_LONG = frozenset(
     {
         "runtime/modelplane_runtime/openapi.py:openapi_document",
-        "runtime/modelplane_runtime/package.py:package_model",
         "hack/localcluster/pki.py:write_pki",
     }
 )

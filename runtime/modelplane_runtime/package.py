@@ -62,20 +62,55 @@ def package_model(
 
     `quantize="int8"` exports a copy of the module whose Linear layers are int8 ones (see
     `quantize.py`); the program then runs on the CPU only."""
+    _check_request(example_inputs, quantize, max_batch_size, dynamic_dims or {})
+    if max_batch_size == 1:
+        # No dynamic batch: the program is specialised to its example's rows, so one row.
+        example_inputs = {n: t[:1] for n, t in example_inputs.items()}
+    shapes, input_specs = _input_shapes(example_inputs, max_batch_size, dynamic_dims or {})
+    program = _export(module.eval(), example_inputs, shapes, quantize)
+    output_specs = _output_specs(program, output_names, max_batch_size)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    artifact = output_dir / ARTIFACT_FILE
+    torch.export.save(program, str(artifact))
+    meta = ModelMetadata(
+        inputs=tuple(input_specs),
+        outputs=tuple(output_specs),
+        max_batch_size=max_batch_size,
+        torch_version=torch.__version__,
+        artifact=ARTIFACT_FILE,
+        name=name,
+        artifact_sha256=hashlib.sha256(artifact.read_bytes()).hexdigest(),
+        quantization=quantize,
+    )
+    # Metadata last: its appearance marks a complete artifact for a waiting runtime.
+    write_metadata(output_dir / METADATA_FILE, meta)
+    return meta
+
+
+def _check_request(
+    example_inputs: Mapping[str, torch.Tensor],
+    quantize: str,
+    max_batch_size: int,
+    dynamic_dims: Mapping[str, Sequence[int]],
+) -> None:
     if not example_inputs:
         raise PackageError("at least one example input is needed")
     if quantize and quantize not in QUANTIZE_METHODS:
         raise PackageError(f"quantize must be one of {list(QUANTIZE_METHODS)}, got {quantize!r}")
     if max_batch_size < 0:
         raise PackageError("max batch size must be >= 0 (0: the model has no batch dimension)")
-    dynamic_dims = dynamic_dims or {}
     unknown = sorted(set(dynamic_dims) - set(example_inputs))
     if unknown:
         raise PackageError(f"dynamic dimensions given for unknown inputs {unknown}")
+
+
+def _input_shapes(
+    example_inputs: Mapping[str, torch.Tensor],
+    max_batch_size: int,
+    dynamic_dims: Mapping[str, Sequence[int]],
+) -> tuple[list[dict[int, Any]], list[TensorSpec]]:
+    """torch.export's dynamic shapes and the inputs' metadata (-1: a dynamic dimension)."""
     batch_dim = torch.export.Dim("batch", min=1, max=max_batch_size) if max_batch_size > 1 else None
-    if max_batch_size == 1:
-        # No dynamic batch: the program is specialised to its example's rows, so one row.
-        example_inputs = {n: t[:1] for n, t in example_inputs.items()}
     shapes: list[dict[int, Any]] = []
     input_specs = []
     for input_name, tensor in example_inputs.items():
@@ -95,7 +130,15 @@ def package_model(
         shapes.append(dims)
         datatype = _datatype(tensor.dtype, f"input {input_name!r}")
         input_specs.append(TensorSpec(input_name, datatype, tuple(shape)))
-    module = module.eval()
+    return shapes, input_specs
+
+
+def _export(
+    module: torch.nn.Module,
+    example_inputs: Mapping[str, torch.Tensor],
+    shapes: list[dict[int, Any]],
+    quantize: str,
+) -> torch.export.ExportedProgram:
     if quantize:
         # A copy: the caller's module stays the float one it trained.
         module, replaced = quantize_int8(copy.deepcopy(module))
@@ -104,7 +147,7 @@ def package_model(
                 "--quantize int8 quantizes nn.Linear layers, and this module has none"
             )
     try:
-        program = torch.export.export(
+        return torch.export.export(
             module, tuple(example_inputs.values()), dynamic_shapes=tuple(shapes)
         )
     except Exception as exc:  # torch.export raises many error types for untraceable code
@@ -115,23 +158,6 @@ def package_model(
             else ""
         )
         raise PackageError(f"torch.export failed: {exc}{hint}") from exc
-    output_specs = _output_specs(program, output_names, max_batch_size)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    artifact = output_dir / ARTIFACT_FILE
-    torch.export.save(program, str(artifact))
-    meta = ModelMetadata(
-        inputs=tuple(input_specs),
-        outputs=tuple(output_specs),
-        max_batch_size=max_batch_size,
-        torch_version=torch.__version__,
-        artifact=ARTIFACT_FILE,
-        name=name,
-        artifact_sha256=hashlib.sha256(artifact.read_bytes()).hexdigest(),
-        quantization=quantize,
-    )
-    # Metadata last: its appearance marks a complete artifact for a waiting runtime.
-    write_metadata(output_dir / METADATA_FILE, meta)
-    return meta
 
 
 def _output_specs(
