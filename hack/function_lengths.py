@@ -18,7 +18,6 @@ ROOTS = ("operator", "runtime", "hack")
 # only shrinks: a new long function fails, and so does an entry that is no longer long.
 KNOWN_LONG = frozenset(
     {
-        "runtime/modelplane_runtime/openapi.py:openapi_document",
         "hack/localcluster/pki.py:write_pki",
     }
 )

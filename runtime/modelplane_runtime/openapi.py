@@ -46,6 +46,22 @@ _TENSOR = {
 
 def openapi_document(model_name: str) -> dict[str, Any]:
     """Describe the v2 REST routes; the binary extension is noted on the infer operation."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": f"modelplane runtime serving {model_name!r}",
+            "version": __version__,
+            "description": "Open Inference Protocol v2 (KServe v2 / Triton HTTP) REST API",
+        },
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": _schemas(),
+        },
+    }
+
+
+def _paths() -> dict[str, Any]:
     name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
     infer = _op(
@@ -58,7 +74,7 @@ def openapi_document(model_name: str) -> dict[str, Any]:
         ),
         requestBody={"required": True, "content": _json("InferRequest")},
     )
-    paths: dict[str, Any] = {
+    return {
         "/v2/health/live": {"get": _op("Server liveness", "Live", ())},
         "/v2/health/ready": {"get": _op("Server readiness", "Ready", (503,))},
         "/v2": {"get": _op("Server metadata", "ServerMetadata", (401,))},
@@ -90,52 +106,43 @@ def openapi_document(model_name: str) -> dict[str, Any]:
             }
         },
     }
+
+
+def _schemas() -> dict[str, Any]:
     tensor_list = {"type": "array", "items": {"$ref": "#/components/schemas/Tensor"}}
     return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": f"modelplane runtime serving {model_name!r}",
-            "version": __version__,
-            "description": "Open Inference Protocol v2 (KServe v2 / Triton HTTP) REST API",
+        "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
+        "Live": {"type": "object", "properties": {"live": {"type": "boolean"}}},
+        "Ready": {"type": "object", "properties": {"ready": {"type": "boolean"}}},
+        "ServerMetadata": {"type": "object"},
+        "ModelMetadata": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "versions": {"type": "array", "items": {"type": "string"}},
+                "platform": {"type": "string"},
+                "inputs": tensor_list,
+                "outputs": tensor_list,
+            },
         },
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
-                "Live": {"type": "object", "properties": {"live": {"type": "boolean"}}},
-                "Ready": {"type": "object", "properties": {"ready": {"type": "boolean"}}},
-                "ServerMetadata": {"type": "object"},
-                "ModelMetadata": {
-                    "type": "object",
-                    "properties": {
-                        "name": {"type": "string"},
-                        "versions": {"type": "array", "items": {"type": "string"}},
-                        "platform": {"type": "string"},
-                        "inputs": tensor_list,
-                        "outputs": tensor_list,
-                    },
-                },
-                "Tensor": _TENSOR,
-                "InferRequest": {
-                    "type": "object",
-                    "required": ["inputs"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "parameters": {"type": "object"},
-                        "inputs": tensor_list,
-                        "outputs": {"type": "array", "items": {"type": "object"}},
-                    },
-                },
-                "InferResponse": {
-                    "type": "object",
-                    "properties": {
-                        "model_name": {"type": "string"},
-                        "model_version": {"type": "string"},
-                        "id": {"type": "string"},
-                        "outputs": tensor_list,
-                    },
-                },
+        "Tensor": _TENSOR,
+        "InferRequest": {
+            "type": "object",
+            "required": ["inputs"],
+            "properties": {
+                "id": {"type": "string"},
+                "parameters": {"type": "object"},
+                "inputs": tensor_list,
+                "outputs": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+        "InferResponse": {
+            "type": "object",
+            "properties": {
+                "model_name": {"type": "string"},
+                "model_version": {"type": "string"},
+                "id": {"type": "string"},
+                "outputs": tensor_list,
             },
         },
     }
