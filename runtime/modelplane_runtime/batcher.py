@@ -11,8 +11,8 @@ instead of ever-smaller batches that chase requests still on their way. A batch 
 in vain (a burst has ended) lowers the remembered peak to what it gathered, so thinned-out
 traffic pays the max queue delay once, not for the rest of the window.
 
-Forward passes that take less CPU time than a thread hand-off run on the event loop; the
-others run one at a time on a dedicated thread so the loop keeps answering probes.
+The forward passes themselves run on the executor (executor.py), which this extends with
+the queue and the waiting policy.
 
 A request whose client disconnects while it waits (in the batch queue, or for the compute
 thread; watched once it has waited 10 ms) is dropped before its forward pass starts: under
@@ -26,41 +26,26 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import threading
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
-from .errors import ClientDisconnected
+from .executor import (
+    WATCH_AFTER_S,
+    Arrays,
+    BatchStats,
+    ClientGone,
+    Executor,
+    InFlight,
+    PredictFn,
+    unless_client_gone,
+)
+
+__all__ = ["WATCH_AFTER_S", "Arrays", "BatchStats", "DynamicBatcher", "Executor", "InFlight"]
 
 log = logging.getLogger(__name__)
-
-Arrays = dict[str, np.ndarray[Any, Any]]
-PredictFn = Callable[[Arrays], Arrays]
-# Returns when the client of a request has disconnected (it may never return).
-ClientGone = Callable[[], Awaitable[object]]
-T = TypeVar("T")
-# Forward passes cheaper than this (moving average of CPU seconds) run inline on the loop.
-INLINE_BELOW_S = 0.0003
-EMA_WEIGHT = 0.1
-# How long a burst of concurrency is remembered as the size worth waiting for.
-PEAK_WINDOW_S = 1.0
 # A request admitted this soon after another one left came in the same event-loop pass.
 SAME_PASS_S = 0.0001
-# A waiting request's client is watched for a disconnect from this long on.
-WATCH_AFTER_S = 0.01
-
-
-@dataclasses.dataclass
-class BatchStats:
-    """What one request experienced: its queue wait, its batch's compute time and size."""
-
-    queue_s: float
-    compute_s: float
-    batch_size: int
 
 
 @dataclasses.dataclass
@@ -76,188 +61,6 @@ class _Pending:
 def _signature(inputs: Arrays) -> tuple[Any, ...]:
     # Requests can share a forward pass only when every non-batch dimension agrees.
     return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(inputs.items()))
-
-
-async def _unless_client_gone(
-    waiting: asyncio.Future[T], client_gone: ClientGone, may_cancel: Callable[[], bool]
-) -> T:
-    """Await `waiting`; if the client disconnects first and `may_cancel()` agrees, cancel
-    it and raise ClientDisconnected.
-
-    The client is watched only once the request has waited WATCH_AFTER_S: a watcher task
-    costs about as much as a small model's share of a batched pass, and a request answered
-    sooner than that is not worth dropping; the overload this is for makes waits long.
-    """
-    watcher: asyncio.Future[object] | None = None
-    dropped = False
-
-    def on_gone(watch: asyncio.Future[object]) -> None:
-        nonlocal dropped
-        if watch.cancelled() or watch.exception() is not None:
-            return  # stopped because the answer came first, or cannot tell: keep waiting
-        if not waiting.done() and may_cancel():
-            dropped = True
-            waiting.cancel()
-
-    def start_watching() -> None:
-        nonlocal watcher
-        watcher = asyncio.ensure_future(client_gone())
-        watcher.add_done_callback(on_gone)
-
-    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
-    try:
-        return await waiting
-    except asyncio.CancelledError:
-        # Cancelled by on_gone, and not this task by its owner (a shutdown, a timeout):
-        # the client is gone. The owner's cancellation always goes through.
-        task = asyncio.current_task()
-        if dropped and (task is None or not task.cancelling()):
-            raise ClientDisconnected from None
-        raise
-    finally:
-        timer.cancel()
-        if watcher is not None:
-            watcher.cancel()
-
-
-class InFlight:
-    """Requests in flight now, and the peak over the last one to two windows."""
-
-    def __init__(
-        self, window_s: float = PEAK_WINDOW_S, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.count = 0
-        self._window_s = window_s
-        self._clock = clock
-        self._window_start = clock()
-        self._current_peak = 0
-        self._previous_peak = 0
-        self.last_left = float("-inf")
-
-    def _rotate(self) -> None:
-        now = self._clock()
-        elapsed = now - self._window_start
-        if elapsed >= self._window_s:
-            # A window with no traffic at all in between forgets the older one too.
-            self._previous_peak = self._current_peak if elapsed < 2 * self._window_s else 0
-            self._current_peak = self.count
-            self._window_start = now
-
-    def enter(self) -> None:
-        self.count += 1
-        self._rotate()
-        self._current_peak = max(self._current_peak, self.count)
-
-    def leave(self) -> None:
-        self.count -= 1
-        self.last_left = self._clock()
-
-    def since_last_left(self) -> float:
-        return self._clock() - self.last_left
-
-    def peak(self) -> int:
-        self._rotate()
-        return max(self.count, self._current_peak, self._previous_peak)
-
-    def lower_peak(self, seen: int) -> None:
-        """A batch waited in vain for the peak: the clients are fewer now than it says."""
-        self._current_peak = self._previous_peak = max(seen, self.count)
-
-
-class Executor:
-    """Runs forward passes one at a time, without batching."""
-
-    def __init__(self, predict: PredictFn, typical_compute_s: float = 1.0) -> None:
-        self._predict = predict
-        self._typical_s = typical_compute_s
-        # Off for GPUs: a forward pass there mostly waits for the device, which CPU time
-        # does not show, and that wait must not block the event loop.
-        self.inline_allowed = True
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelplane-compute")
-        self.on_batch: Callable[[int, float], None] = lambda rows, seconds: None
-        self.in_flight = InFlight()
-        self._thread_waiters = 0  # requests handed to the compute thread, not yet back
-
-    def pending(self) -> int:
-        """Requests waiting for a forward pass to start (Triton's pending request count)."""
-        return max(0, self._thread_waiters - 1)  # one of them is running
-
-    @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        """Count a request as in flight from its arrival until its response is ready."""
-        self.in_flight.enter()
-        try:
-            yield
-        finally:
-            self.in_flight.leave()
-
-    def _timed(self, inputs: Arrays) -> tuple[Arrays, float]:
-        start, cpu_start = time.perf_counter(), time.thread_time()
-        out = self._predict(inputs)
-        # CPU time, not wall time, decides inline vs thread: a busy machine that preempts
-        # the process must not push a small model onto the (slower) thread path.
-        cpu = time.thread_time() - cpu_start
-        self._typical_s = EMA_WEIGHT * cpu + (1 - EMA_WEIGHT) * self._typical_s
-        return out, time.perf_counter() - start
-
-    async def _compute(
-        self, inputs: Arrays, client_gone: ClientGone | None = None
-    ) -> tuple[Arrays, float]:
-        # A forward pass shorter than a thread hand-off runs on the event loop: the hop
-        # (and the GIL hand-over that comes with it) would cost more than it frees.
-        if self.inline_allowed and self._typical_s < INLINE_BELOW_S:
-            return self._timed(inputs)
-        loop = asyncio.get_running_loop()
-        self._thread_waiters += 1
-        try:
-            return await self._on_thread(loop, inputs, client_gone)
-        finally:
-            self._thread_waiters -= 1
-
-    async def _on_thread(
-        self, loop: asyncio.AbstractEventLoop, inputs: Arrays, client_gone: ClientGone | None
-    ) -> tuple[Arrays, float]:
-        if client_gone is None:
-            return await loop.run_in_executor(self._pool, self._timed, inputs)
-        # Dropped only while it waits for the thread: a pass that has started finishes
-        # (and is counted), so metrics never miss a forward pass that ran.
-        lock = threading.Lock()
-        state = {"started": False, "dropped": False}
-
-        def job() -> tuple[Arrays, float] | None:
-            with lock:
-                if state["dropped"]:
-                    return None
-                state["started"] = True
-            return self._timed(inputs)
-
-        def may_cancel() -> bool:
-            with lock:
-                state["dropped"] = not state["started"]
-                return state["dropped"]
-
-        result = await _unless_client_gone(
-            loop.run_in_executor(self._pool, job), client_gone, may_cancel
-        )
-        assert result is not None  # None only for a dropped job, whose await raised
-        return result
-
-    async def run(
-        self, inputs: Arrays, rows: int, client_gone: ClientGone | None = None
-    ) -> tuple[Arrays, BatchStats]:
-        """One forward pass for one request. With `client_gone`, a request still waiting
-        when its client disconnects raises ClientDisconnected instead of running."""
-        enqueued = time.perf_counter()
-        out, compute_s = await self._compute(inputs, client_gone)
-        queue_s = max(0.0, time.perf_counter() - enqueued - compute_s)
-        self.on_batch(rows, compute_s)
-        return out, BatchStats(queue_s, compute_s, rows)
-
-    async def start(self) -> None:
-        """Nothing to start without batching."""
-
-    async def stop(self) -> None:
-        self._pool.shutdown(wait=True)
 
 
 class DynamicBatcher(Executor):
@@ -326,7 +129,7 @@ class DynamicBatcher(Executor):
         self._wake()
         if client_gone is None:
             return await future
-        return await _unless_client_gone(future, client_gone, lambda: not item.started)
+        return await unless_client_gone(future, client_gone, lambda: not item.started)
 
     def pending(self) -> int:
         waiting = (p for p in (*self._pending, *self._executing) if not p.started)
