@@ -26,20 +26,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from .executor import (
-    WATCH_AFTER_S,
-    Arrays,
-    BatchStats,
-    ClientGone,
-    Executor,
-    InFlight,
-    PredictFn,
-    unless_client_gone,
-)
+from .disconnect import WATCH_AFTER_S, ClientGone, unless_client_gone
+from .executor import Arrays, BatchStats, Executor, InFlight, PredictFn
 
 __all__ = ["WATCH_AFTER_S", "Arrays", "BatchStats", "DynamicBatcher", "Executor", "InFlight"]
 
@@ -63,8 +56,14 @@ def _signature(inputs: Arrays) -> tuple[Any, ...]:
     return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(inputs.items()))
 
 
-class DynamicBatcher(Executor):
-    """Queues requests and merges them into batches of at most `max_batch_size` rows."""
+class DynamicBatcher:
+    """Queues requests and merges them into batches of at most `max_batch_size` rows.
+
+    It holds an `Executor` as its runner: forward passes, the compute thread and the
+    in-flight count are the runner's; the queue and when to run a batch are its own.
+    It offers the executor's interface (admit, run, pending, start, stop), so the server
+    holds either.
+    """
 
     def __init__(
         self,
@@ -73,7 +72,7 @@ class DynamicBatcher(Executor):
         max_queue_delay_s: float,
         typical_compute_s: float = 1.0,
     ) -> None:
-        super().__init__(predict, typical_compute_s)
+        self.runner = Executor(predict, typical_compute_s)
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.max_batch_size = max_batch_size
@@ -85,6 +84,29 @@ class DynamicBatcher(Executor):
         self._executing: list[_Pending] = []  # the batch being run, for pending()
         # False once a merged pass returned outputs that are not one row per input row.
         self._rows_separate = True
+
+    @property
+    def in_flight(self) -> InFlight:
+        return self.runner.in_flight
+
+    @property
+    def on_batch(self) -> Callable[[int, float], None]:
+        return self.runner.on_batch
+
+    @on_batch.setter
+    def on_batch(self, callback: Callable[[int, float], None]) -> None:
+        self.runner.on_batch = callback
+
+    @property
+    def inline_allowed(self) -> bool:
+        return self.runner.inline_allowed
+
+    @inline_allowed.setter
+    def inline_allowed(self, allowed: bool) -> None:
+        self.runner.inline_allowed = allowed
+
+    def admit(self) -> contextlib.AbstractContextManager[None]:
+        return self.runner.admit()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="modelplane-batcher")
@@ -98,7 +120,7 @@ class DynamicBatcher(Executor):
             if not item.future.done():
                 item.future.set_exception(RuntimeError("the batcher stopped"))
         self._pending.clear()
-        await super().stop()
+        await self.runner.stop()
 
     async def run(
         self, inputs: Arrays, rows: int, client_gone: ClientGone | None = None
@@ -116,7 +138,7 @@ class DynamicBatcher(Executor):
             # Nobody to merge with: run it now, without the queue's hand-offs.
             self._busy = True
             try:
-                out, compute_s = await self._compute(inputs)
+                out, compute_s = await self.runner.compute(inputs)
             finally:
                 self._busy = False
                 self._wake()
@@ -240,7 +262,7 @@ class DynamicBatcher(Executor):
         for p in live:
             p.started = True
         try:
-            outputs, compute_s = await self._compute(merged)
+            outputs, compute_s = await self.runner.compute(merged)
         except Exception:
             return None
         if any(a.ndim == 0 or a.shape[0] != rows for a in outputs.values()):
@@ -261,7 +283,7 @@ class DynamicBatcher(Executor):
             return
         item.started = True
         try:
-            outputs, compute_s = await self._compute(item.inputs)
+            outputs, compute_s = await self.runner.compute(item.inputs)
         except Exception as exc:
             if not item.future.done():
                 item.future.set_exception(exc)

@@ -5,7 +5,7 @@ others run one at a time on a dedicated thread so the loop keeps answering probe
 request whose client disconnects while it waits for the compute thread (watched once it
 has waited 10 ms) is dropped before its forward pass starts. The executor also counts the
 requests in flight, which the dynamic batcher (batcher.py) reads as the batch worth
-waiting for.
+waiting for. The batcher holds one executor as its runner.
 """
 
 from __future__ import annotations
@@ -15,26 +15,21 @@ import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import ClientDisconnected
+from .disconnect import ClientGone, unless_client_gone
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 PredictFn = Callable[[Arrays], Arrays]
-# Returns when the client of a request has disconnected (it may never return).
-ClientGone = Callable[[], Awaitable[object]]
-T = TypeVar("T")
 # Forward passes cheaper than this (moving average of CPU seconds) run inline on the loop.
 INLINE_BELOW_S = 0.0003
 EMA_WEIGHT = 0.1
 # How long a burst of concurrency is remembered as the size worth waiting for.
 PEAK_WINDOW_S = 1.0
-# A waiting request's client is watched for a disconnect from this long on.
-WATCH_AFTER_S = 0.01
 
 
 @dataclasses.dataclass
@@ -44,48 +39,6 @@ class BatchStats:
     queue_s: float
     compute_s: float
     batch_size: int
-
-
-async def unless_client_gone(
-    waiting: asyncio.Future[T], client_gone: ClientGone, may_cancel: Callable[[], bool]
-) -> T:
-    """Await `waiting`; if the client disconnects first and `may_cancel()` agrees, cancel
-    it and raise ClientDisconnected.
-
-    The client is watched only once the request has waited WATCH_AFTER_S: a watcher task
-    costs about as much as a small model's share of a batched pass, and a request answered
-    sooner than that is not worth dropping; the overload this is for makes waits long.
-    """
-    watcher: asyncio.Future[object] | None = None
-    dropped = False
-
-    def on_gone(watch: asyncio.Future[object]) -> None:
-        nonlocal dropped
-        if watch.cancelled() or watch.exception() is not None:
-            return  # stopped because the answer came first, or cannot tell: keep waiting
-        if not waiting.done() and may_cancel():
-            dropped = True
-            waiting.cancel()
-
-    def start_watching() -> None:
-        nonlocal watcher
-        watcher = asyncio.ensure_future(client_gone())
-        watcher.add_done_callback(on_gone)
-
-    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
-    try:
-        return await waiting
-    except asyncio.CancelledError:
-        # Cancelled by on_gone, and not this task by its owner (a shutdown, a timeout):
-        # the client is gone. The owner's cancellation always goes through.
-        task = asyncio.current_task()
-        if dropped and (task is None or not task.cancelling()):
-            raise ClientDisconnected from None
-        raise
-    finally:
-        timer.cancel()
-        if watcher is not None:
-            watcher.cancel()
 
 
 class InFlight:
@@ -168,9 +121,11 @@ class Executor:
         self._typical_s = EMA_WEIGHT * cpu + (1 - EMA_WEIGHT) * self._typical_s
         return out, time.perf_counter() - start
 
-    async def _compute(
+    async def compute(
         self, inputs: Arrays, client_gone: ClientGone | None = None
     ) -> tuple[Arrays, float]:
+        """One forward pass; its outputs and wall seconds. With `client_gone`, a pass
+        still waiting for the compute thread when the client leaves is dropped."""
         # A forward pass shorter than a thread hand-off runs on the event loop: the hop
         # (and the GIL hand-over that comes with it) would cost more than it frees.
         if self.inline_allowed and self._typical_s < INLINE_BELOW_S:
@@ -216,7 +171,7 @@ class Executor:
         """One forward pass for one request. With `client_gone`, a request still waiting
         when its client disconnects raises ClientDisconnected instead of running."""
         enqueued = time.perf_counter()
-        out, compute_s = await self._compute(inputs, client_gone)
+        out, compute_s = await self.compute(inputs, client_gone)
         queue_s = max(0.0, time.perf_counter() - enqueued - compute_s)
         self.on_batch(rows, compute_s)
         return out, BatchStats(queue_s, compute_s, rows)
@@ -226,3 +181,22 @@ class Executor:
 
     async def stop(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+class RequestExecutor(Protocol):
+    """What the server holds to run requests: an `Executor` or a `DynamicBatcher`."""
+
+    on_batch: Callable[[int, float], None]
+    inline_allowed: bool
+
+    def admit(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def pending(self) -> int: ...
+
+    async def run(
+        self, inputs: Arrays, rows: int, client_gone: ClientGone | None = None
+    ) -> tuple[Arrays, BatchStats]: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...

@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .batcher import DynamicBatcher, Executor
+from .batcher import DynamicBatcher
 from .config import Settings
 from .errors import ErrorKind, RuntimeServingError
+from .executor import Executor, RequestExecutor
 from .metadata import METADATA_FILE, find_metadata
 from .metrics import Metrics
 from .model import LoadedModel, ModelLoadError
@@ -61,7 +62,7 @@ class ModelService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.model: LoadedModel | None = None
-        self.executor: Executor | None = None
+        self.executor: RequestExecutor | None = None
         self.ready = False
         self.draining = False  # SIGTERM received: not ready, keep-alive connections close
         self.state = "starting"
@@ -113,7 +114,7 @@ class ModelService:
             self._load_failed(f"failed to warm up: {type(exc).__name__}: {exc}")
             return
         meta = model.metadata
-        executor: Executor
+        executor: RequestExecutor
         if settings.batching and meta.batched:
             size = min(settings.max_batch_size, meta.max_batch_size)
             delay_s = settings.max_queue_delay_ms / 1000
@@ -163,7 +164,7 @@ class ModelService:
             name = self.settings.model_name
             raise RuntimeServingError(ErrorKind.NOT_READY, f"model {name!r} is shutting down")
 
-    def require_ready(self) -> tuple[LoadedModel, Executor]:
+    def require_ready(self) -> tuple[LoadedModel, RequestExecutor]:
         if not self.ready or self.model is None or self.executor is None:
             name = self.settings.model_name
             raise RuntimeServingError(

@@ -16,7 +16,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from .config import Settings
-from .dataplane import FastInfer, InferEndpoint
+from .dataplane import DataPlane
+from .fastpath import FastInfer, InferEndpoint
 from .lifecycle import ModelService
 from .routes import BearerAuth, CloseWhileDraining, Routes, http_error
 
@@ -27,7 +28,7 @@ def create_app(settings: Settings, service: ModelService | None = None) -> ASGIA
     """The ASGI application; the model loads in the background after startup."""
     service = service or ModelService(settings)
     routes = Routes(service)
-    infer = InferEndpoint(service)
+    infer = InferEndpoint(DataPlane(service))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:

@@ -104,7 +104,7 @@ def test_requests_read_in_one_loop_pass_merge_after_the_first() -> None:
 
     async def body(batcher: DynamicBatcher, executed: list[int]) -> list[Any]:
         # A frozen clock: the next request starts "at once" after the previous one left.
-        batcher.in_flight = InFlight(clock=lambda: 0.0)
+        batcher.runner.in_flight = InFlight(clock=lambda: 0.0)
         return list(await asyncio.gather(*(unyielding(batcher, x) for x in inputs)))
 
     outputs, executed = run_with_batcher(body)
