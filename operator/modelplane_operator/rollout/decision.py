@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -46,8 +47,9 @@ class Situation:
     def target_rev(self) -> Revision | None:
         return self.revisions.get(self.target)
 
-    @property
+    @functools.cached_property
     def olds(self) -> Sequence[Revision]:
+        # Read by several decisions of one reconcile; the revisions do not change in it.
         return [r for n, r in self.revisions.items() if n != self.target]
 
     def target_complete(self) -> bool:
