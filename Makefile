@@ -4,8 +4,9 @@ export MODELPLANE_CACHE
 VENV ?= $(MODELPLANE_CACHE)/venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: help venv tools images cluster cluster-down cluster-status operator demo chart-sync bundle reliability bench-precision bench-venv bench-runtime bench-operator lint test test-unit test-cluster kind clean
+.PHONY: help venv tools images cluster cluster-down cluster-status operator demo chart-sync bundle reliability bench-precision bench-venv bench-runtime bench-operator lint test test-unit test-server test-cluster test-node kind clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -55,8 +56,17 @@ chart-sync: ## copy crds/ into the chart after changing the CRD
 bundle: tools ## render deploy/modelplane.yaml from the chart
 	bash hack/render-bundle.sh
 
-test-unit: venv ## fast tests, no cluster
+test-unit: venv ## fast tests, no cluster (tests/*/unit)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+test-server: venv ## runtime server processes on 127.0.0.1, no cluster (tests/runtime/server)
+	$(PY) -m pytest -m server $(PYTEST_ARGS)
+
+test-cluster: venv tools ## the local control plane with simulated nodes (tests/*/cluster)
+	$(PY) -m pytest -m "cluster and not node" $(PYTEST_ARGS)
+
+test-node: venv tools images ## modelplane's images in real pods on node-0 (tests/*/node)
+	$(PY) -m pytest -m node $(PYTEST_ARGS)
 
 test: venv tools lint images ## every test: lint, unit, cluster, real node (gpu and kind skip where absent)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -72,8 +82,8 @@ bench-venv: ## a separate environment for the runtime benchmark's peers (kserve,
 	python3 -m venv $(MODELPLANE_CACHE)/bench-venv
 	$(MODELPLANE_CACHE)/bench-venv/bin/pip install --quiet -e '.[runtime,test,bench]'
 
-bench-runtime: bench-venv ## runtime benchmark: writes docs/benchmarks/runtime.*
-	$(MODELPLANE_CACHE)/bench-venv/bin/python benchmarks/runtime/bench.py
+bench-runtime: bench-venv ## runtime benchmark (BENCH_ARGS="--baseline REF" adds a commit's runtime): docs/benchmarks/runtime.*
+	$(MODELPLANE_CACHE)/bench-venv/bin/python benchmarks/runtime/bench.py $(BENCH_ARGS)
 
 bench-operator: venv tools ## operator benchmark at 1000 objects: writes docs/benchmarks/operator.*
 	$(PY) benchmarks/operator/bench.py

@@ -23,7 +23,7 @@ py=${PY:-$cache/venv/bin/python}
 mkdir -p "$images" "$wheels"
 log() { printf '[images] %s\n' "$*" >&2; }
 if [ "$(id -u)" != 0 ]; then
-  # Without root there is no real node to run them either (tests/node skip).
+  # Without root there is no real node to run them either (tests/*/node skip).
   [ "${MODELPLANE_REAL_NODE:-}" = 1 ] && { echo "make images needs root (buildah, overlay)" >&2; exit 1; }
   log "not root: no images built (the real node needs root too)"
   exit 0

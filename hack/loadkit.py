@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any
 import httpx
 
 from nodekit import INFER_BODY
+from provenance import commit
 
 BODY = INFER_BODY
 
@@ -87,14 +87,6 @@ class ClosedLoop:
             "versions": versions,
             "errors": sorted({o.error for o in self.outcomes if not o.ok})[:5],
         }
-
-
-def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
-    )
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def write_report(path: Path, title: str, runs: dict[str, dict[str, Any]], setup: str) -> None:

@@ -3,7 +3,7 @@
 # chart: release "modelplane" in namespace "modelplane-system", every namespace watched, one
 # replica, the CRD left to crds/. Install with
 #   kubectl apply --server-side -f crds/ -f deploy/modelplane.yaml
-# tests/unit/test_chart_render.py fails when the committed bundle differs from a fresh render.
+# tests/chart/unit/test_chart_render.py fails when the committed bundle differs from a fresh render.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 helm="${HELM:-${MODELPLANE_CACHE:-$HOME/.cache/modelplane}/bin/helm}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Copy the ModelDeployment CRD (single source of truth: crds/) into the Helm chart.
-# Helm does not package symlinks, so the chart carries a copy; tests/unit/test_chart_render.py
+# Helm does not package symlinks, so the chart carries a copy; tests/chart/unit/test_chart_render.py
 # fails when the copy differs. Run after every change to crds/.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"

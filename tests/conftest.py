@@ -24,6 +24,19 @@ from reliabilitykit import REPORT_ENV, Finding, Recorder, Report
 
 REPORT_KEY = pytest.StashKey[Report]()
 
+# Tests live in tests/<component>/<tier>/ (component: operator, runtime, chart,
+# localcluster, tooling); the tier folder's name gives the markers `-m` selects on.
+TIER_MARKERS: dict[str, tuple[pytest.MarkDecorator, ...]] = {
+    "unit": (pytest.mark.unit,),
+    "server": (pytest.mark.server,),
+    "cluster": (pytest.mark.cluster,),
+    "node": (pytest.mark.cluster, pytest.mark.node),
+}
+
+# The real-node fixtures (node-0, the built images, the model store) serve the node tier
+# of every component, so they are a plugin rather than one folder's conftest.
+pytest_plugins = ["nodefixtures"]
+
 TESTS_DIR = Path(__file__).resolve().parent
 
 
@@ -39,14 +52,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         suite = item.get_closest_marker("reliability")
         if suite is not None:
             report.recorder(item.nodeid, suite.args[0], _title(item))
-        folder = Path(str(item.fspath)).parent.name
-        if folder == "unit":
-            item.add_marker(pytest.mark.unit)
-        elif folder == "cluster":
-            item.add_marker(pytest.mark.cluster)
-        elif folder == "node":
-            item.add_marker(pytest.mark.cluster)
-            item.add_marker(pytest.mark.node)
+        for marker in TIER_MARKERS.get(Path(str(item.fspath)).parent.name, ()):
+            item.add_marker(marker)
         if "gpu" in item.keywords and not _cuda_available():
             item.add_marker(skip_gpu)
         if "kind" in item.keywords and not _docker_engine_running():

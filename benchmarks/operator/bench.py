@@ -38,6 +38,7 @@ from modelplane_operator.manifests import build_deployment, build_pod_template, 
 from modelplane_operator.revisions import template_hash  # noqa: E402
 from modelplane_operator.spec import parse  # noqa: E402
 from operatorkit import USERNAME, OperatorProcess  # noqa: E402
+from provenance import commit  # noqa: E402
 
 OUT = REPO / "docs" / "benchmarks"
 RUNTIME_IMAGE = "registry.invalid/modelplane/runtime:test"  # the image OperatorProcess passes
@@ -219,7 +220,9 @@ def main() -> int:
         "objects": n,
         "nodes": args.nodes,
         "date": datetime.datetime.now(datetime.UTC).isoformat(),
+        "commit": commit(),
     }
+    print(f"operator benchmark at commit {results['commit']}", flush=True)
 
     local = LocalCluster(name="bench")
     gpu_nodes = max(1, args.nodes // 5)
@@ -401,7 +404,8 @@ def print_table(r: dict[str, Any]) -> str:
     lines = ["| measure | result | target | |", "|---|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines.append(
-        f"\n{r['nodes']} simulated nodes, {r['date'][:10]}; raw data in "
+        f"\n{r['nodes']} simulated nodes, {r['date'][:10]}, commit "
+        f"`{r.get('commit', 'not recorded')}`; raw data in "
         "docs/benchmarks/operator.json, plot in docs/benchmarks/operator.png."
     )
     table = "\n".join(lines)

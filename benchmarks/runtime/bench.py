@@ -46,11 +46,12 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO / "runtime"))
+sys.path[:0] = [str(REPO / "runtime"), str(REPO / "hack")]
 
 from modelplane_runtime.model import LoadedModel  # noqa: E402
 from modelplane_runtime.package import load_factory, package_model  # noqa: E402
 from modelplane_runtime.protocol import InferRequest, encode_response  # noqa: E402
+from provenance import commit  # noqa: E402
 
 CONCURRENCY = (1, 4, 16, 32)
 INPROCESS_BATCHES = (1, 4, 8, 16, 32)
@@ -319,10 +320,11 @@ def run_model(name: str, model_dir: Path, work: Path, args: Any) -> dict[str, An
         ready = lambda: httpx.get(f"http://127.0.0.1:{port}/").status_code == 200  # noqa: E731
         return bare_uvicorn("bare_app:app", port), env, ready, HERE
 
-    def modelplane(batching: bool) -> Callable[[int], Any]:
+    def modelplane(batching: bool, source: Path = REPO / "runtime") -> Callable[[int], Any]:
         def make(port: int) -> tuple[list[str], dict[str, str], Callable[[], bool], Path]:
             env = {
                 **runtime_env,
+                "PYTHONPATH": str(source),
                 "MODELPLANE_PORT": str(port),
                 "MODELPLANE_BATCHING": "true" if batching else "false",
             }
@@ -389,6 +391,13 @@ def run_model(name: str, model_dir: Path, work: Path, args: Any) -> dict[str, An
         ("modelplane (no batching)", "oip", modelplane(False)),
         ("kserve", "oip", kserve),
     ]
+    if args.baseline:
+        # The runtime as it was at another commit, measured in the same rounds as today's.
+        before = baseline_runtime(args.baseline, work)
+        servers += [
+            (BASELINE_BATCHING, "oip", modelplane(True, before)),
+            (BASELINE_NO_BATCHING, "oip", modelplane(False, before)),
+        ]
     if shutil.which("java") and not args.skip_torchserve:
         servers += [
             ("torchserve", "torchserve", torchserve(False)),
@@ -450,6 +459,21 @@ def run_model(name: str, model_dir: Path, work: Path, args: Any) -> dict[str, An
         for _, _, _, server in running:
             server.stop()
     return out
+
+
+BASELINE_BATCHING = "modelplane baseline (batching)"
+BASELINE_NO_BATCHING = "modelplane baseline (no batching)"
+
+
+def baseline_runtime(ref: str, work: Path) -> Path:
+    """The runtime package at `ref`, unpacked from git into the work folder."""
+    target = work / "baseline"
+    target.mkdir(exist_ok=True)
+    archive = subprocess.run(
+        ["git", "archive", ref, "runtime"], cwd=REPO, capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target / "runtime"
 
 
 def round_view(results: dict[str, Any], round_: int) -> dict[str, Any]:
@@ -564,6 +588,30 @@ def round_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
         # the runtime's own validation, metrics and batching.
         bare_p50 = metric(results, model, "bare handler", 1, "p50_ms")
         check(f"{model} c1 p50: bare handler / (forward + echo p50)", bare_p50, limit, None, False)
+    checks += baseline_checks(results)
+    return checks
+
+
+def baseline_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Today's runtime against the baseline commit's, point by point (with --baseline)."""
+    checks = []
+    pairs = (
+        ("modelplane (batching)", BASELINE_BATCHING),
+        ("modelplane (no batching)", BASELINE_NO_BATCHING),
+    )
+    for model in ("tiny", "compute"):
+        for now, before in pairs:
+            if before not in results[model]["servers"]:
+                continue
+            for c in (1, 16):
+                num, den = (
+                    metric(results, model, now, c, "rps"),
+                    metric(results, model, before, c, "rps"),
+                )
+                ratio = None if num is None or not den else num / den
+                # Throughput within 5% of the baseline's, measured in the same rounds.
+                what = f"{model} c{c}: {now} / the same at the baseline commit"
+                checks.append({"check": what, "ratio": ratio, "threshold": 0.95, "higher": True})
     return checks
 
 
@@ -618,10 +666,30 @@ def main() -> None:
     parser.add_argument("--models", default="tiny,compute")
     parser.add_argument("--skip-torchserve", action="store_true")
     parser.add_argument("--servers", default="", help="comma-separated labels (default: all)")
+    parser.add_argument(
+        "--baseline", default="", help="a commit whose runtime is measured beside today's"
+    )
     args = parser.parse_args()
+    measured_at = commit()
+    baseline = ""
+    if args.baseline:
+        baseline = subprocess.run(
+            ["git", "rev-parse", "--short=12", args.baseline],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    print(
+        f"runtime benchmark at commit {measured_at}"
+        + (f", baseline {baseline}" if baseline else ""),
+        flush=True,
+    )
     if len(os.sched_getaffinity(0)) < 2:
         sys.exit("needs two CPUs: one for the servers, one for the load generator")
     results: dict[str, Any] = {
+        "commit": measured_at,
+        "baseline_commit": baseline or None,
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),

@@ -35,10 +35,11 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO / "runtime"))
+sys.path[:0] = [str(REPO / "runtime"), str(REPO / "hack")]
 
 from modelplane_runtime.model import LoadedModel, ModelLoadError  # noqa: E402
 from modelplane_runtime.package import load_factory, package_model  # noqa: E402
+from provenance import commit  # noqa: E402
 
 BATCHES = (1, 16, 64, 256)
 # name -> (factory in examples/models/mlp.py, input width, description)
@@ -114,6 +115,7 @@ def main() -> None:
             )
     add_ratios(rows)
     report = {
+        "commit": commit(),
         "machine": {
             "platform": platform.platform(),
             "cpu_threads": torch.get_num_threads(),
@@ -180,7 +182,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Precision benchmark",
         "",
-        "Written by `benchmarks/runtime/precision.py`. Models: "
+        f"Written by `benchmarks/runtime/precision.py` at commit `{report['commit']}`. Models: "
         + "; ".join(f"{name}: {text}" for name, text in report["models"].items())
         + f". torch {machine['torch']}, GPU: {machine['gpu'] or 'none'}, "
         f"{machine['cpu_threads']} CPU threads.",

@@ -6,16 +6,14 @@ checkout's runtime package first on PYTHONPATH; every one is stopped when its fi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from runtimekit import EXAMPLES, AddMul, RuntimeServer, SlowTinyMLP
 
 from modelplane_runtime.package import load_factory, package_model
-
-StartServer = Callable[..., RuntimeServer]
+from runtimekit import EXAMPLES, AddMul, RuntimeServer, SlowTinyMLP, StartServer, session_server
 
 
 @pytest.fixture(scope="session")
@@ -68,17 +66,6 @@ def _batching(name: str) -> dict[str, str]:
     }
 
 
-def _session_server(
-    factory: pytest.TempPathFactory, model_dir: Path, env: dict[str, str]
-) -> Iterator[RuntimeServer]:
-    server = RuntimeServer(model_dir, factory.mktemp("log") / "runtime.log", env)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="session")
 def tiny_server(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
@@ -89,7 +76,7 @@ def tiny_server(
         "MODELPLANE_MODEL_VERSION": "1",
         "MODELPLANE_MAX_REQUEST_BYTES": "1000000",
     }
-    yield from _session_server(tmp_path_factory, tiny_model_dir, env)
+    yield from session_server(tmp_path_factory, tiny_model_dir, env)
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +84,7 @@ def slow_server(
     tmp_path_factory: pytest.TempPathFactory, slow_model_dir: Path
 ) -> Iterator[RuntimeServer]:
     """Dynamic batching (max 8 rows, 50 ms queue delay) in front of a slow forward pass."""
-    yield from _session_server(tmp_path_factory, slow_model_dir, _batching("slow"))
+    yield from session_server(tmp_path_factory, slow_model_dir, _batching("slow"))
 
 
 @pytest.fixture(scope="session")
@@ -106,4 +93,4 @@ def addmul_server(
 ) -> Iterator[RuntimeServer]:
     """Two inputs and two outputs, without batching."""
     env = {"MODELPLANE_MODEL_NAME": "addmul", "MODELPLANE_MODEL_VERSION": "2"}
-    yield from _session_server(tmp_path_factory, addmul_model_dir, env)
+    yield from session_server(tmp_path_factory, addmul_model_dir, env)
