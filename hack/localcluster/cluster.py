@@ -4,6 +4,7 @@ machine allows, one real node running containers (``node.py``)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from .pki import write_pki
 from .processes import free_port, pid_alive, run, spawn, tail, terminate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "operator"))
-from modelplane_operator.manifests import GPU_PRODUCT_LABEL, GPU_RESOURCE
+from modelplane_operator.manifests import GPU_PRODUCT_LABEL
+from modelplane_operator.spec import GPU_RESOURCE, NVIDIA_DRIVER
 
 STARTUP_TIMEOUT_S = 90.0
 NODE_STARTUP_TIMEOUT_S = 180.0
@@ -39,13 +41,32 @@ class ClusterError(RuntimeError):
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One simulated node."""
+    """One simulated node, with GPUs in one of the ways clusters hand them out.
+
+    - ``gpus``: whole GPUs as the extended resource nvidia.com/gpu (device plugin);
+      with ``shared_replicas`` they are time-sliced and advertised as
+      nvidia.com/gpu.shared (the device plugin's ``renameByDefault``) instead.
+    - ``mig``: MIG devices of the GPU operator's mixed strategy (nvidia.com/mig-<profile>).
+    - ``dra_gpus`` / ``dra_mig``: devices in a ResourceSlice of NVIDIA's DRA driver
+      (gpu.nvidia.com): whole GPUs, and MIG devices each on a GPU of its own profile.
+    """
 
     name: str
     cpu: str = "32"
     memory: str = "128Gi"
     gpus: int = 0
     gpu_product: str = "NVIDIA-A100-SXM4-80GB"
+    shared_replicas: int = 0
+    mig: Mapping[str, int] = field(default_factory=dict)
+    dra_gpus: int = 0
+    dra_mig: Mapping[str, int] = field(default_factory=dict)
+    dra_product: str = "NVIDIA H100 80GB HBM3"
+    dra_memory: str = "80Gi"
+    dra_architecture: str = "Hopper"
+
+    @property
+    def has_gpus(self) -> bool:
+        return bool(self.gpus or self.mig or self.dra_gpus or self.dra_mig)
 
     def manifest(self) -> dict[str, Any]:
         """The Node object as kwok expects it: status carries capacity."""
@@ -54,15 +75,13 @@ class NodeSpec:
             "kubernetes.io/hostname": self.name,
             "kubernetes.io/os": "linux",
             "kubernetes.io/arch": "amd64",
-            "node.kubernetes.io/instance-type": "gpu" if self.gpus else "cpu",
+            "node.kubernetes.io/instance-type": self._instance_type(),
             KWOK_NODE_LABEL: "true",
         }
+        labels.update(self._gpu_labels())
+        capacity.update(self._extended_resources())
         taints: list[dict[str, str]] = []
-        if self.gpus:
-            capacity[GPU_RESOURCE] = str(self.gpus)
-            labels[GPU_PRODUCT_LABEL] = self.gpu_product
-            labels["nvidia.com/gpu.count"] = str(self.gpus)
-            labels["nvidia.com/gpu.present"] = "true"
+        if self.has_gpus:
             taints.append({"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"})
         return {
             "apiVersion": "v1",
@@ -76,11 +95,157 @@ class NodeSpec:
             "status": {"capacity": capacity, "allocatable": dict(capacity)},
         }
 
+    def _instance_type(self) -> str:
+        if self.dra_gpus or self.dra_mig:
+            return "gpu-dra"
+        if self.mig:
+            return "gpu-mig"
+        if self.gpus and self.shared_replicas:
+            return "gpu-shared"
+        return "gpu" if self.gpus else "cpu"
+
+    def _extended_resources(self) -> dict[str, str]:
+        out = {f"nvidia.com/mig-{profile}": str(n) for profile, n in self.mig.items()}
+        if self.gpus and self.shared_replicas:
+            out[f"{GPU_RESOURCE}.shared"] = str(self.gpus * self.shared_replicas)
+        elif self.gpus:
+            out[GPU_RESOURCE] = str(self.gpus)
+        return out
+
+    def _gpu_labels(self) -> dict[str, str]:
+        """What NVIDIA's GPU feature discovery labels device-plugin GPU nodes with."""
+        if not (self.gpus or self.mig):
+            return {}
+        labels = {
+            GPU_PRODUCT_LABEL: self.gpu_product,
+            "nvidia.com/gpu.present": "true",
+            "nvidia.com/gpu.count": str(self.gpus or 1),
+        }
+        if self.shared_replicas:
+            labels["nvidia.com/gpu.replicas"] = str(self.shared_replicas)
+            labels["nvidia.com/gpu.sharing-strategy"] = "time-slicing"
+        if self.mig:
+            labels["nvidia.com/mig.strategy"] = "mixed"
+            for profile, n in self.mig.items():
+                labels[f"nvidia.com/mig-{profile}.count"] = str(n)
+                labels[f"nvidia.com/mig-{profile}.product"] = f"{self.gpu_product}-MIG-{profile}"
+        return labels
+
+    def resource_slices(self) -> list[dict[str, Any]]:
+        """The ResourceSlice NVIDIA's DRA driver publishes for this node (none without
+        DRA devices): one pool named after the node, one slice of every device."""
+        devices = [self._dra_gpu(i) for i in range(self.dra_gpus)]
+        parent = self.dra_gpus
+        for profile, n in self.dra_mig.items():
+            devices += [self._dra_mig(parent, profile, i) for i in range(n)]
+            parent += 1
+        if not devices:
+            return []
+        return [
+            {
+                "apiVersion": "resource.k8s.io/v1",
+                "kind": "ResourceSlice",
+                "metadata": {"name": f"{self.name}-{NVIDIA_DRIVER}"},
+                "spec": {
+                    "driver": NVIDIA_DRIVER,
+                    "nodeName": self.name,
+                    "pool": {"name": self.name, "generation": 1, "resourceSliceCount": 1},
+                    "devices": devices,
+                },
+            }
+        ]
+
+    def _uuid(self, kind: str, index: int, sub: int = 0) -> str:
+        digest = hashlib.sha256(f"{self.name}/{index}/{sub}".encode()).hexdigest()
+        return f"{kind}-{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+
+    def _common_attributes(self) -> dict[str, Any]:
+        return {
+            "productName": {"string": self.dra_product},
+            "brand": {"string": "Nvidia"},
+            "architecture": {"string": self.dra_architecture},
+            "cudaComputeCapability": {"version": "9.0.0"},
+            "driverVersion": {"version": "575.57.8"},
+            "cudaDriverVersion": {"version": "12.9.0"},
+        }
+
+    def _dra_gpu(self, index: int) -> dict[str, Any]:
+        attributes = {
+            "type": {"string": "gpu"},
+            "uuid": {"string": self._uuid("GPU", index)},
+            **self._common_attributes(),
+        }
+        return {
+            "name": f"gpu-{index}",
+            "attributes": attributes,
+            "capacity": {"memory": {"value": self.dra_memory}},
+        }
+
+    def _dra_mig(self, parent: int, profile: str, index: int) -> dict[str, Any]:
+        slices, memory = profile.split(".", 1)  # 1g.10gb: 1 compute slice, 10 GB
+        attributes = {
+            "type": {"string": "mig"},
+            "uuid": {"string": self._uuid("MIG", parent, index + 1)},
+            "parentUUID": {"string": self._uuid("GPU", parent)},
+            "profile": {"string": profile},
+            **self._common_attributes(),
+        }
+        return {
+            # The driver's name: parent GPU, profile without dots, GI profile, placement.
+            "name": f"gpu-{parent}-mig-{profile.replace('.', '')}-{19 + parent}-{index}",
+            "attributes": attributes,
+            "capacity": {
+                "memory": {"value": f"{int(memory.removesuffix('gb')) * 1000}Mi"},
+                "multiprocessors": {"value": str(14 * int(slices.removesuffix("g")))},
+            },
+        }
+
+
+# The DeviceClasses of NVIDIA's DRA driver, as its Helm chart renders them for
+# resource.k8s.io/v1 (gpu.nvidia.com also maps the nvidia.com/gpu extended resource).
+DEVICE_CLASSES: tuple[dict[str, Any], ...] = tuple(
+    {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "DeviceClass",
+        "metadata": {"name": name},
+        "spec": {
+            "selectors": [
+                {
+                    "cel": {
+                        "expression": f"device.driver == '{NVIDIA_DRIVER}' && "
+                        f"device.attributes['{NVIDIA_DRIVER}'].type == '{kind}'"
+                    }
+                }
+            ],
+            **extra,
+        },
+    }
+    for name, kind, extra in (
+        ("gpu.nvidia.com", "gpu", {"extendedResourceName": GPU_RESOURCE}),
+        ("mig.nvidia.com", "mig", {}),
+    )
+)
+
 
 def default_nodes(cpu_nodes: int = 2, gpu_nodes: int = 2, gpus_per_node: int = 4) -> list[NodeSpec]:
-    """CPU nodes ``cpu-N`` and GPU nodes ``gpu-N`` with ``gpus_per_node`` GPUs each."""
+    """CPU nodes ``cpu-N``, GPU nodes ``gpu-N`` with ``gpus_per_node`` whole GPUs each
+    (extended resources), and one node of each other way GPUs are handed out: DRA GPUs
+    (``dra-0``), DRA MIG devices and a whole GPU (``dra-mig-0``), mixed-strategy MIG
+    (``mig-0``) and time-sliced shared GPUs (``shared-0``)."""
     nodes = [NodeSpec(name=f"cpu-{i}") for i in range(cpu_nodes)]
     nodes += [NodeSpec(name=f"gpu-{i}", gpus=gpus_per_node) for i in range(gpu_nodes)]
+    nodes += [
+        NodeSpec(name="dra-0", dra_gpus=4),
+        NodeSpec(
+            name="dra-mig-0",
+            dra_gpus=1,
+            dra_mig={"1g.10gb": 7},
+            dra_product="NVIDIA A100-SXM4-80GB",
+            dra_architecture="Ampere",
+        ),
+        NodeSpec(name="mig-0", mig={"1g.10gb": 7, "3g.40gb": 1}),
+        NodeSpec(name="shared-0", gpus=2, shared_replicas=4, gpu_product="Tesla-T4"),
+    ]
     return nodes
 
 
@@ -206,7 +371,11 @@ class LocalCluster:
                 self._start_component(component, state)
                 if component.name == "kube-apiserver" and real_node:
                     self._authorize_node_components()
-            self.apply([n.manifest() for n in (nodes if nodes is not None else default_nodes())])
+            chosen = nodes if nodes is not None else default_nodes()
+            self.apply([*DEVICE_CLASSES, *(n.manifest() for n in chosen)])
+            slices = [s for n in chosen for s in n.resource_slices()]
+            if slices:
+                self.apply(slices)
             self._wait_usable(nodes)
         except BaseException:
             self._kill_processes()  # logs stay for the post-mortem; the next start wipes them

@@ -48,6 +48,7 @@ class Kube:
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.resource = client.ResourceV1Api(api_client)
         self.field_manager = field_manager
         self.instance = socket.gethostname()
 
@@ -98,6 +99,39 @@ class Kube:
         )
         items: list[dict[str, Any]] = json.loads(resp.data)["items"]
         return items
+
+    # Dynamic Resource Allocation (resource.k8s.io/v1): the device budget and status.
+    def list_resource_slices(self) -> list[dict[str, Any]]:
+        return _items(_retry(lambda: self.resource.list_resource_slice(_preload_content=False)))
+
+    def list_device_classes(self) -> list[dict[str, Any]]:
+        return _items(_retry(lambda: self.resource.list_device_class(_preload_content=False)))
+
+    def list_all_resource_claims(self) -> list[dict[str, Any]]:
+        """Claims of every namespace: the devices they hold are not free for anyone."""
+        return _items(
+            _retry(
+                lambda: self.resource.list_resource_claim_for_all_namespaces(_preload_content=False)
+            )
+        )
+
+    def list_resource_claims(self, namespace: str) -> list[dict[str, Any]]:
+        return _items(
+            _retry(
+                lambda: self.resource.list_namespaced_resource_claim(
+                    namespace, _preload_content=False
+                )
+            )
+        )
+
+    def list_claim_templates(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return _items(
+            _retry(
+                lambda: self.resource.list_namespaced_resource_claim_template(
+                    namespace, label_selector=selector, _preload_content=False
+                )
+            )
+        )
 
     def _get(self, call: Callable[[], Any]) -> dict[str, Any] | None:
         try:
@@ -170,6 +204,41 @@ class Kube:
 
         _retry(call)
 
+    def create_claim_template(self, obj: Mapping[str, Any], dry_run: bool = False) -> None:
+        """Create a ResourceClaimTemplate (its spec is immutable: created, never patched);
+        one that exists already is left as it is. A dry run only asks whether the API
+        server would accept it (its CEL selectors compile, say)."""
+        if not dry_run:
+            API_WRITES.labels(kind="ResourceClaimTemplate", verb="create").inc()
+        namespace = obj["metadata"]["namespace"]
+        body: Any = dict(obj)
+        options: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+
+        def call() -> None:
+            try:
+                self.resource.create_namespaced_resource_claim_template(
+                    namespace, body, field_manager=self.field_manager, **options
+                )
+            except ApiException as exc:
+                if exc.status != 409 or "AlreadyExists" not in str(exc.body):
+                    raise
+
+        _retry(call)
+
+    def delete_claim_template(self, namespace: str, name: str, uid: str) -> None:
+        """Delete a ResourceClaimTemplate, but only the one with this uid."""
+        API_WRITES.labels(kind="ResourceClaimTemplate", verb="delete").inc()
+        body: Any = {"preconditions": {"uid": uid}}
+
+        def call() -> None:
+            try:
+                self.resource.delete_namespaced_resource_claim_template(name, namespace, body=body)
+            except ApiException as exc:
+                if exc.status not in (404, 409):
+                    raise
+
+        _retry(call)
+
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         API_WRITES.labels(kind="ModelDeployment", verb="patch-status").inc()
         try:
@@ -224,6 +293,11 @@ class Kube:
         except (ApiException, TransientApiError) as exc:
             # An event is best effort: losing one must not fail the reconcile.
             log.warning("could not post event %s for %s: %s", reason, meta["name"], exc)
+
+
+def _items(resp: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = json.loads(resp.data)["items"]
+    return items
 
 
 def _retry(call: Callable[[], T], attempts: int = 3) -> T:

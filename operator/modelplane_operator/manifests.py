@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .config import OperatorConfig
 from .revisions import REVISION_LABEL, TEMPLATE_HASH, deployment_name
-from .spec import API_VERSION, KIND, ModelDeploymentSpec
+from .spec import (
+    API_VERSION,
+    GPU_RESOURCE,
+    KIND,
+    MIG_CLASS,
+    NVIDIA_DRIVER,
+    GpuClaim,
+    ModelDeploymentSpec,
+    SharingStrategy,
+)
 
-GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+# The pod's name for its GPU claim, and the one request in it.
+GPU_CLAIM = "gpu"
+GPU_CONFIG_API = "resource.nvidia.com/v1beta1"
 MODEL_DIR = "/mnt/models"
 DEPLOYMENT_LABEL = "modelplane.io/deployment"
 MANAGED_BY = "modelplane"
@@ -72,7 +84,7 @@ def _runtime_env(md: ModelDeploymentSpec) -> list[dict[str, Any]]:
         {"name": "MODELPLANE_MODEL_VERSION", "value": md.version},
         {"name": "MODELPLANE_MODEL_DIR", "value": MODEL_DIR},
         {"name": "MODELPLANE_PORT", "value": str(md.port)},
-        {"name": "MODELPLANE_DEVICE", "value": "cuda" if md.gpu.count else "cpu"},
+        {"name": "MODELPLANE_DEVICE", "value": "cuda" if md.uses_gpu else "cpu"},
         {"name": "MODELPLANE_BATCHING", "value": "true" if md.batching.enabled else "false"},
         {"name": "MODELPLANE_MAX_BATCH_SIZE", "value": str(md.batching.max_batch_size)},
         {"name": "MODELPLANE_MAX_QUEUE_DELAY_MS", "value": str(md.batching.max_queue_delay_ms)},
@@ -89,12 +101,14 @@ def _resources(md: ModelDeploymentSpec) -> dict[str, Any]:
     requests = {k: str(v) for k, v in (md.resources.get("requests") or {}).items()}
     limits = {k: str(v) for k, v in (md.resources.get("limits") or {}).items()}
     if md.gpu.count:
-        limits[GPU_RESOURCE] = str(md.gpu.count)
+        limits[md.gpu.resource] = str(md.gpu.count)
     out: dict[str, Any] = {}
     if requests:
         out["requests"] = requests
     if limits:
         out["limits"] = limits
+    if md.gpu_claim is not None:
+        out["claims"] = [{"name": GPU_CLAIM}]
     return out
 
 
@@ -125,7 +139,7 @@ def _storage_initializer(md: ModelDeploymentSpec, config: OperatorConfig) -> dic
 def _image(md: ModelDeploymentSpec, config: OperatorConfig) -> str:
     if md.image:
         return md.image
-    return config.gpu_runtime_image if md.gpu.count else config.runtime_image
+    return config.gpu_runtime_image if md.uses_gpu else config.runtime_image
 
 
 def _runtime_container(md: ModelDeploymentSpec, config: OperatorConfig) -> dict[str, Any]:
@@ -200,9 +214,10 @@ def build_pod_template(md: ModelDeploymentSpec, config: OperatorConfig) -> dict[
     }
     node_selector = dict(md.pod.node_selector)
     tolerations = [dict(t) for t in md.pod.tolerations]
-    if md.gpu.count:
-        if md.gpu.product:
-            node_selector[GPU_PRODUCT_LABEL] = md.gpu.product
+    if md.gpu.count and md.gpu.product:
+        node_selector[GPU_PRODUCT_LABEL] = md.gpu.product
+    if md.uses_gpu:
+        # GPU nodes carry the nvidia.com/gpu taint in every mode (DRA ones too).
         gpu_toleration = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
         if gpu_toleration not in tolerations:
             tolerations.append(gpu_toleration)
@@ -235,6 +250,12 @@ def build_deployment(
     template = build_pod_template(md, config)
     revision_label = {REVISION_LABEL: str(revision)}
     template["metadata"]["labels"].update(revision_label)
+    if md.gpu_claim is not None:
+        # Each pod gets its own claim from its revision's template: two revisions never
+        # share a claim, and a claim lives and is freed with its pod.
+        template["spec"]["resourceClaims"] = [
+            {"name": GPU_CLAIM, "resourceClaimTemplateName": claim_template_name(md.name, revision)}
+        ]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -275,4 +296,85 @@ def build_service(md: ModelDeploymentSpec) -> dict[str, Any]:
                 {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
             ],
         },
+    }
+
+
+def claim_template_name(md_name: str, revision: int) -> str:
+    return f"{deployment_name(md_name, revision)}-gpu"
+
+
+def revision_identity(md: ModelDeploymentSpec, template: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What a revision's hash covers: the pod template and, in device-claim mode, the
+    claim it asks for (the template names the claim per revision, so it cannot)."""
+    if md.gpu_claim is None:
+        return template  # the hash of every ModelDeployment made before claims existed
+    return {"template": template, "gpuClaim": claim_spec(md.gpu_claim)}
+
+
+def device_selectors(claim: GpuClaim) -> list[str]:
+    """CEL selectors of the claim's request: the typed fields, then the user's own."""
+    attributes = f"device.attributes['{NVIDIA_DRIVER}']"
+    out = []
+    if claim.product:
+        out.append(f"{attributes}.productName == '{claim.product}'")
+    if claim.mig_profile:
+        out.append(f"{attributes}.profile == '{claim.mig_profile}'")
+    if claim.min_memory:
+        out.append(
+            f"device.capacity['{NVIDIA_DRIVER}'].memory.compareTo(quantity('{claim.min_memory}'))"
+            " >= 0"
+        )
+    return out + list(claim.selectors)
+
+
+def claim_spec(claim: GpuClaim) -> dict[str, Any]:
+    """The ResourceClaim spec every pod of a revision gets (resource.k8s.io/v1)."""
+    exactly: dict[str, Any] = {
+        "deviceClassName": claim.device_class,
+        "allocationMode": "ExactCount",
+        "count": claim.count,
+    }
+    selectors = device_selectors(claim)
+    if selectors:
+        exactly["selectors"] = [{"cel": {"expression": e}} for e in selectors]
+    devices: dict[str, Any] = {"requests": [{"name": GPU_CLAIM, "exactly": exactly}]}
+    if claim.sharing is not None:
+        mps = claim.sharing.strategy is SharingStrategy.MPS
+        key = "mpsConfig" if mps else "timeSlicingConfig"
+        sharing: dict[str, Any] = {"strategy": claim.sharing.strategy.value}
+        if claim.sharing.config:
+            sharing[key] = dict(claim.sharing.config)
+        kind = "MigDeviceConfig" if claim.device_class == MIG_CLASS else "GpuConfig"
+        parameters = {"apiVersion": GPU_CONFIG_API, "kind": kind, "sharing": sharing}
+        devices["config"] = [
+            {"requests": [GPU_CLAIM], "opaque": {"driver": NVIDIA_DRIVER, "parameters": parameters}}
+        ]
+    return {"devices": devices}
+
+
+def build_claim_template(
+    md: ModelDeploymentSpec, claim: GpuClaim, revision: int, deployment: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The ResourceClaimTemplate of one revision, owned by that revision's Deployment
+    (garbage-collected with it)."""
+    meta = deployment["metadata"]
+    # No blockOwnerDeletion: it would need update on deployments/finalizers, and a
+    # Deployment's deletion need not wait for its template.
+    owner = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+    }
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": {
+            "name": claim_template_name(md.name, revision),
+            "namespace": md.namespace,
+            "labels": {**common_labels(md), REVISION_LABEL: str(revision)},
+            "ownerReferences": [owner],
+        },
+        "spec": {"spec": claim_spec(claim)},
     }

@@ -6,11 +6,12 @@ Used by rollout (failure detection) and status (the Ready reason); it knows neit
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .manifests import GPU_RESOURCE, STORAGE_CONTAINER
+from .manifests import STORAGE_CONTAINER
 
 # Reasons, most urgent first: the first that applies explains why Ready is False.
 INSUFFICIENT_GPU = "InsufficientGPU"
@@ -33,6 +34,17 @@ class Problem:
     message: str
 
 
+# The scheduler's words for GPUs it cannot find: an extended resource of a vendor domain
+# (nvidia.com/gpu, nvidia.com/mig-1g.10gb, nvidia.com/gpu.shared), or a device claim
+# (DRA) it cannot allocate.
+_SHORT_OF_EXTENDED = re.compile(r"Insufficient [a-z0-9]([-a-z0-9.]*[a-z0-9])?\.[a-z]+/")
+_CLAIMS_UNALLOCATABLE = "cannot allocate all claims"
+
+
+def _short_of_gpus(message: str) -> bool:
+    return bool(_SHORT_OF_EXTENDED.search(message)) or _CLAIMS_UNALLOCATABLE in message
+
+
 def find_condition(conditions: Any, type_: str) -> Mapping[str, Any] | None:
     for c in conditions or ():
         if isinstance(c, Mapping) and c.get("type") == type_:
@@ -51,7 +63,7 @@ def pod_problem(pods: Sequence[Mapping[str, Any]]) -> Problem | None:
         if scheduled and scheduled.get("status") == "False":
             message = str(scheduled.get("message") or "")
             if scheduled.get("reason") == "Unschedulable":
-                if GPU_RESOURCE in message:
+                if _short_of_gpus(message):
                     found.setdefault(INSUFFICIENT_GPU, f"pods cannot be scheduled: {message}")
                 else:
                     found.setdefault(UNSCHEDULABLE, f"pods cannot be scheduled: {message}")

@@ -18,21 +18,27 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from .allocation import GpuAllocation, claim_allocation, extended_allocation
 from .compare import contains
 from .config import OperatorConfig
+from .devices import free_claim_slots, mapped_slots
 from .gpu import free_slots
 from .kube import Kube, api_message, refused
 from .manifests import (
+    GPU_PRODUCT_LABEL,
+    build_claim_template,
     build_deployment,
     build_pod_template,
     build_service,
+    claim_template_name,
+    revision_identity,
     selector_string,
 )
 from .patch import merge_patch
 from .pods import Event
 from .revisions import Revision, deployment_name, observe_revisions, template_hash
 from .rollout import Memory, Plan, plan, to_text
-from .spec import ModelDeploymentSpec, SpecError, parse
+from .spec import API_VERSION, KIND, GpuClaim, ModelDeploymentSpec, SpecError, parse
 from .status import compute_status, invalid_spec_status
 
 APPLIED_HASH = "modelplane.io/applied-hash"
@@ -64,22 +70,80 @@ def needs_apply(live: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> b
 
 
 def _gpu_slots(kube: Kube, md: ModelDeploymentSpec) -> Callable[[], int] | None:
-    if not md.gpu.count:
+    if not md.uses_gpu:
         return None
 
     def slots() -> int:
         try:
-            nodes, pods = kube.list_nodes(), kube.list_active_pods()
+            return _free_gpu_slots(kube, md)
         except ApiException as exc:
             if exc.status != 403:
                 raise
             # Without cluster-wide read access the budget is unknown: surge as asked,
             # and the scheduler's verdict (InsufficientGPU) still reaches status.
-            log.warning("cannot read nodes/pods cluster-wide for the GPU budget: %s", exc.reason)
+            log.warning("cannot read the cluster's GPUs for the GPU budget: %s", exc.reason)
             return 1 << 30
-        return free_slots(nodes, pods, md.gpu.count, md.gpu.product, md.pod.node_selector)
 
     return slots
+
+
+def _free_gpu_slots(kube: Kube, md: ModelDeploymentSpec) -> int:
+    """How many more replicas the free GPUs of the ModelDeployment's mode can take."""
+    nodes = kube.list_nodes()
+    if md.gpu_claim is not None:
+        return free_claim_slots(
+            nodes,
+            kube.list_resource_slices(),
+            kube.list_device_classes(),
+            kube.list_all_resource_claims(),
+            md.gpu_claim,
+            md.pod.node_selector,
+        )
+    pods = kube.list_active_pods()
+    extended = free_slots(
+        nodes, pods, md.gpu.count, md.gpu.product, md.pod.node_selector, md.gpu.resource
+    )
+    return extended + _mapped_gpu_slots(kube, md, nodes)
+
+
+def _mapped_gpu_slots(
+    kube: Kube, md: ModelDeploymentSpec, nodes: Sequence[Mapping[str, Any]]
+) -> int:
+    """Extended resources that a DeviceClass maps to DRA devices are served from those
+    devices too, on nodes without a device plugin. Unknown (no DRA API, or no right to
+    read it): none, so the budget counts only what it knows."""
+    selector = dict(md.pod.node_selector)
+    if md.gpu.product:
+        selector[GPU_PRODUCT_LABEL] = md.gpu.product
+    try:
+        classes = kube.list_device_classes()
+        if not any((c.get("spec") or {}).get("extendedResourceName") for c in classes):
+            return 0
+        slices, claims = kube.list_resource_slices(), kube.list_all_resource_claims()
+    except ApiException as exc:
+        if exc.status not in (403, 404):
+            raise
+        return 0
+    return mapped_slots(nodes, slices, classes, claims, md.gpu.resource, md.gpu.count, selector)
+
+
+def _gpu_allocation(
+    kube: Kube, md: ModelDeploymentSpec, revisions: Mapping[int, Revision]
+) -> GpuAllocation | None:
+    """What the pods hold: read from their claims in device-claim mode."""
+    if not md.uses_gpu:
+        return None
+    pods = [p for r in revisions.values() for p in r.pod_objects]
+    if md.gpu_claim is None:
+        return extended_allocation(md, pods)
+    try:
+        claims, slices = kube.list_resource_claims(md.namespace), kube.list_resource_slices()
+    except ApiException as exc:
+        if exc.status != 403:
+            raise
+        log.warning("cannot read ResourceClaims/ResourceSlices for status: %s", exc.reason)
+        return None
+    return claim_allocation(md.gpu_claim.device_class, pods, claims, slices)
 
 
 @dataclass(frozen=True)
@@ -91,6 +155,7 @@ class _Observed:
     revisions: Mapping[int, Revision]
     desired_hash: str  # of the pod template the spec asks for
     image: str
+    claim_templates: Mapping[str, Mapping[str, Any]]  # by name (device-claim mode)
 
 
 def reconcile(
@@ -150,7 +215,14 @@ def reconcile(
             events=[],
         )
     status, events = compute_status(
-        md, the_plan, seen.revisions, conflicts, config, previous, to_text(now)
+        md,
+        the_plan,
+        seen.revisions,
+        conflicts,
+        config,
+        previous,
+        to_text(now),
+        _gpu_allocation(kube, md, seen.revisions),
     )
     wrote = _report(kube, body, previous, status, events) or wrote
     return Outcome("changed" if wrote else "unchanged", status, the_plan.requeue_after)
@@ -165,12 +237,18 @@ def _observe(kube: Kube, md: ModelDeploymentSpec, config: OperatorConfig) -> _Ob
     }
     pods = kube.list_pods(md.namespace, selector)
     template = build_pod_template(md, config)
+    templates: dict[str, Mapping[str, Any]] = {}
+    if md.gpu_claim is not None:
+        templates = {
+            t["metadata"]["name"]: t for t in kube.list_claim_templates(md.namespace, selector)
+        }
     return _Observed(
         service=kube.get_service(md.namespace, md.name),
         deployments=deployments,
         revisions=observe_revisions(deployments.values(), pods),
-        desired_hash=template_hash(template),
+        desired_hash=template_hash(revision_identity(md, template)),
         image=template["spec"]["containers"][0]["image"],
+        claim_templates=templates,
     )
 
 
@@ -199,9 +277,16 @@ def _act(
     behind without a Deployment; then the Service. Whether anything was written."""
     wrote = False
     if not conflicts and the_plan.error is None:
-        wrote = _act_on_revisions(
+        if md.gpu_claim is not None:
+            _ask_for_claim_template(kube, md, md.gpu_claim, the_plan, seen)
+        applied = _act_on_revisions(
             kube, md, config, the_plan, seen.revisions, seen.deployments, seen.desired_hash
         )
+        wrote = bool(applied)
+        if md.gpu_claim is not None:
+            wrote = (
+                _ensure_claim_templates(kube, md, md.gpu_claim, the_plan, seen, applied) or wrote
+            )
     # A Service only beside a Deployment (a plan error may have made none).
     has_deployment = bool(seen.deployments) or wrote
     desired_service = with_applied_hash(build_service(md))
@@ -223,8 +308,10 @@ def _act_on_revisions(
     revisions: Mapping[int, Revision],
     deployments: Mapping[str, Mapping[str, Any]],
     desired_hash: str,
-) -> bool:
-    wrote = False
+) -> dict[int, Mapping[str, Any]]:
+    """Apply, scale and delete the revisions' Deployments as planned; the Deployments
+    written (by revision; a scaled or deleted one maps to {})."""
+    written: dict[int, Mapping[str, Any]] = {}
     applies: dict[int, dict[str, Any]] = {}
     scales: dict[int, int] = {}
     for number, replicas in the_plan.replicas.items():
@@ -246,20 +333,68 @@ def _act_on_revisions(
     for number in sorted(applies.keys() | scales.keys()):
         dep_name = deployment_name(md.name, number)
         if number in applies:
-            kube.apply(applies[number])
+            written[number] = kube.apply(applies[number])
             replicas = the_plan.replicas[number]
             log.info("applied Deployment %s/%s (%d replicas)", md.namespace, dep_name, replicas)
         else:
             kube.scale_deployment(md.namespace, dep_name, scales[number])
             log.info("scaled Deployment %s/%s to %d", md.namespace, dep_name, scales[number])
-        wrote = True
+            written[number] = {}
     for number in the_plan.delete:
         dep_name = deployment_name(md.name, number)
         live = deployments.get(dep_name)
         if live is not None:
             kube.delete_deployment(md.namespace, dep_name, live["metadata"]["uid"])
             log.info("deleted old revision %s/%s", md.namespace, dep_name)
-            wrote = True
+            written[number] = {}
+    return written
+
+
+def _ask_for_claim_template(
+    kube: Kube, md: ModelDeploymentSpec, claim: GpuClaim, the_plan: Plan, seen: _Observed
+) -> None:
+    """Before a Deployment whose pods need a new ResourceClaimTemplate is written, ask the
+    API server (dry run) whether it takes the template: a refused one (a CEL selector that
+    does not compile) then leaves nothing half made, and status says why."""
+    if claim_template_name(md.name, the_plan.target) in seen.claim_templates:
+        return
+    # Owned by the ModelDeployment for the question only: the real owner, the revision's
+    # Deployment, does not exist yet.
+    stand_in = {"metadata": {"name": md.name, "uid": md.uid}}
+    template = build_claim_template(md, claim, the_plan.target, stand_in)
+    template["metadata"]["ownerReferences"][0].update(apiVersion=API_VERSION, kind=KIND)
+    kube.create_claim_template(template, dry_run=True)
+
+
+def _ensure_claim_templates(
+    kube: Kube,
+    md: ModelDeploymentSpec,
+    claim: GpuClaim,
+    the_plan: Plan,
+    seen: _Observed,
+    applied: Mapping[int, Mapping[str, Any]],
+) -> bool:
+    """Each revision of the spec's own template gets its ResourceClaimTemplate, owned
+    by its Deployment; one that is missing or differs is made again. Whether any was."""
+    wrote = False
+    for number in the_plan.replicas:
+        rev = seen.revisions.get(number)
+        if rev is not None and rev.hash != seen.desired_hash:
+            continue  # an older template: its claim template was made with it
+        deployment = applied.get(number) or seen.deployments.get(deployment_name(md.name, number))
+        if not deployment or not (deployment.get("metadata") or {}).get("uid"):
+            continue
+        desired = build_claim_template(md, claim, number, deployment)
+        live = seen.claim_templates.get(claim_template_name(md.name, number))
+        if live is not None and contains(live, desired):
+            continue
+        if live is not None:
+            # The spec of a ResourceClaimTemplate cannot change: replace it.
+            meta = live["metadata"]
+            kube.delete_claim_template(md.namespace, meta["name"], meta["uid"])
+        kube.create_claim_template(desired)
+        log.info("created ResourceClaimTemplate %s/%s", md.namespace, desired["metadata"]["name"])
+        wrote = True
     return wrote
 
 

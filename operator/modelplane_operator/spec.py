@@ -8,6 +8,7 @@ schema change, or on a cluster without defaulting, still reconciles), and raises
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 from collections.abc import Mapping
@@ -40,10 +41,56 @@ class SpecError(ValueError):
     """The spec cannot be served as written; the message is shown to the user."""
 
 
+# The extended resource of NVIDIA's device plugin; MIG (mixed strategy) and shared
+# (time-sliced, renamed) GPUs are other extended resources of the same plugin.
+GPU_RESOURCE = "nvidia.com/gpu"
+# NVIDIA's DRA driver and its DeviceClasses (as its Helm chart ships them).
+NVIDIA_DRIVER = "gpu.nvidia.com"
+GPU_CLASS = "gpu.nvidia.com"
+MIG_CLASS = "mig.nvidia.com"
+_EXTENDED_RESOURCE = re.compile(
+    r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-zA-Z0-9]([-a-zA-Z0-9_.+]*[a-zA-Z0-9])?$"
+)
+_MIG_PROFILE = re.compile(r"^[0-9]+g\.[0-9]+gb(\+[a-z]+)?$")
+# No quotes or backslashes: the product goes into a CEL string literal.
+_PRODUCT_NAME = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9 _.()]{0,62}$")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+
+
+class SharingStrategy(enum.StrEnum):
+    """How NVIDIA's DRA driver shares one allocated GPU (its GpuConfig sharing strategy)."""
+
+    TIME_SLICING = "TimeSlicing"
+    MPS = "MPS"
+
+
 @dataclass(frozen=True)
 class Gpu:
+    """GPUs as extended resources (device plugin): ``count`` of ``resource`` per replica."""
+
     count: int = 0
     product: str | None = None
+    resource: str = GPU_RESOURCE
+
+
+@dataclass(frozen=True)
+class Sharing:
+    strategy: SharingStrategy
+    config: Mapping[str, Any] = field(default_factory=dict)  # the driver's own settings
+
+
+@dataclass(frozen=True)
+class GpuClaim:
+    """GPUs through Dynamic Resource Allocation: one ResourceClaim per pod, made from
+    its revision's ResourceClaimTemplate and allocated by the scheduler."""
+
+    count: int = 1
+    device_class: str = GPU_CLASS
+    product: str | None = None  # the driver's productName attribute
+    min_memory: str | None = None  # the device's memory capacity, at least
+    mig_profile: str | None = None  # e.g. 1g.10gb: MIG devices of mig.nvidia.com
+    selectors: tuple[str, ...] = ()  # CEL over device attributes and capacity
+    sharing: Sharing | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +177,7 @@ class ModelDeploymentSpec:
     port: int
     resources: Mapping[str, Mapping[str, Any]]
     gpu: Gpu
+    gpu_claim: GpuClaim | None
     env: tuple[Mapping[str, Any], ...]
     batching: Batching
     precision: str | None  # MODELPLANE_PRECISION; None: the runtime's default (float32)
@@ -139,8 +187,17 @@ class ModelDeploymentSpec:
     pod: PodOverrides
 
     @property
+    def gpus_per_replica(self) -> int:
+        """GPUs (or MIG slices, or shared GPU replicas) one replica asks for, in either mode."""
+        return self.gpu_claim.count if self.gpu_claim is not None else self.gpu.count
+
+    @property
+    def uses_gpu(self) -> bool:
+        return self.gpus_per_replica > 0
+
+    @property
     def gpus_requested(self) -> int:
-        return self.replicas * self.gpu.count
+        return self.replicas * self.gpus_per_replica
 
 
 def _section(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -169,8 +226,9 @@ def parse(body: Mapping[str, Any]) -> ModelDeploymentSpec:
     pod = _section(spec, "pod")
     version, uri, fmt = _model_source(model)
     gpu = _gpu(runtime)
+    gpu_claim = _gpu_claim(runtime, gpu)
     resources = runtime.get("resources") or {}
-    precision = _precision(runtime, gpu)
+    precision = _precision(runtime, gpu.count > 0 or gpu_claim is not None)
     secret_ref = model.get("secretRef") or {}
     return ModelDeploymentSpec(
         name=str(meta.get("name", "")),
@@ -188,6 +246,7 @@ def parse(body: Mapping[str, Any]) -> ModelDeploymentSpec:
         port=_int(runtime, "port", 8080, "spec.runtime", minimum=1),
         resources={k: dict(v) for k, v in resources.items() if isinstance(v, Mapping)},
         gpu=gpu,
+        gpu_claim=gpu_claim,
         env=tuple(runtime.get("env") or ()),
         batching=_batching(runtime.get("batching") or {}),
         precision=precision,
@@ -222,22 +281,105 @@ def _gpu(runtime: Mapping[str, Any]) -> Gpu:
         gpu = Gpu(
             count=_int(gpu_raw, "count", 1, "spec.runtime.gpu"),
             product=gpu_raw.get("product") or None,
+            resource=str(gpu_raw.get("resource") or GPU_RESOURCE),
         )
+        if not _EXTENDED_RESOURCE.match(gpu.resource) or "kubernetes.io/" in gpu.resource:
+            raise SpecError(
+                "spec.runtime.gpu.resource must be an extended resource such as nvidia.com/gpu, "
+                "nvidia.com/mig-1g.10gb or nvidia.com/gpu.shared"
+            )
     resources = runtime.get("resources") or {}
     for part in ("requests", "limits"):
-        if "nvidia.com/gpu" in (resources.get(part) or {}):
-            raise SpecError(f"set GPUs with spec.runtime.gpu.count, not resources.{part}")
+        for name in resources.get(part) or {}:
+            if str(name).startswith("nvidia.com/"):
+                raise SpecError(
+                    f"set GPUs with spec.runtime.gpu.count (and .resource for MIG or shared GPUs), "
+                    f"not resources.{part}"
+                )
     return gpu
 
 
-def _precision(runtime: Mapping[str, Any], gpu: Gpu) -> str | None:
+def _gpu_claim(runtime: Mapping[str, Any], gpu: Gpu) -> GpuClaim | None:
+    raw = runtime.get("gpuClaim")
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise SpecError("spec.runtime.gpuClaim must be an object")
+    if gpu.count:
+        raise SpecError(
+            "spec.runtime.gpu (extended resources) and spec.runtime.gpuClaim (a device claim) "
+            "both ask for GPUs: keep one (remove runtime.gpu, or set its count to 0)"
+        )
+    mig = raw.get("migProfile") or None
+    claim = GpuClaim(
+        count=_int(raw, "count", 1, "spec.runtime.gpuClaim", minimum=1),
+        device_class=str(raw.get("deviceClassName") or (MIG_CLASS if mig else GPU_CLASS)),
+        product=raw.get("product") or None,
+        min_memory=_claim_memory(raw.get("minMemory")),
+        mig_profile=mig,
+        selectors=tuple(str(s) for s in raw.get("selectors") or ()),
+        sharing=_sharing(raw.get("sharing")),
+    )
+    _check_claim(claim)
+    return claim
+
+
+def _claim_memory(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not _QUANTITY.match(str(value)):
+        raise SpecError("spec.runtime.gpuClaim.minMemory must be a quantity such as 40Gi")
+    return str(value)
+
+
+def _sharing(raw: Any) -> Sharing | None:
+    if raw is None:
+        return None
+    strategies = ", ".join(s.value for s in SharingStrategy)
+    try:
+        strategy = SharingStrategy(str((raw or {}).get("strategy")))
+    except ValueError:
+        message = f"spec.runtime.gpuClaim.sharing.strategy must be one of {strategies}"
+        raise SpecError(message) from None
+    return Sharing(strategy, dict(raw.get("config") or {}))
+
+
+def _check_claim(claim: GpuClaim) -> None:
+    """What the CRD's rules refuse at admission, for objects admitted before them."""
+    if claim.product is not None and not _PRODUCT_NAME.match(str(claim.product)):
+        raise SpecError(
+            "spec.runtime.gpuClaim.product must be a product name such as "
+            "'NVIDIA A100-SXM4-80GB' (letters, digits, spaces, '-', '_', '.', '(', ')')"
+        )
+    if claim.mig_profile is not None:
+        if not _MIG_PROFILE.match(str(claim.mig_profile)):
+            raise SpecError("spec.runtime.gpuClaim.migProfile must be a profile such as 1g.10gb")
+        if claim.device_class != MIG_CLASS:
+            raise SpecError(
+                f"spec.runtime.gpuClaim.migProfile uses the {MIG_CLASS} DeviceClass: "
+                f"remove deviceClassName or set it to {MIG_CLASS}"
+            )
+        if claim.sharing is not None and claim.sharing.strategy is SharingStrategy.TIME_SLICING:
+            raise SpecError(
+                "MIG devices are shared through MPS only: set "
+                "spec.runtime.gpuClaim.sharing.strategy to MPS, or remove migProfile"
+            )
+
+
+def _precision(runtime: Mapping[str, Any], on_gpu: bool) -> str | None:
     precision = runtime.get("precision") or None
     if precision is not None and precision not in PRECISIONS:
         raise SpecError(f"spec.runtime.precision must be one of {', '.join(PRECISIONS)}")
-    if precision in ("float16", "bfloat16") and not gpu.count:
-        raise SpecError(f"spec.runtime.precision {precision} runs on a GPU (runtime.gpu.count)")
-    if precision == "int8" and gpu.count:
-        raise SpecError("spec.runtime.precision int8 runs on CPUs: set runtime.gpu.count to 0")
+    if precision in ("float16", "bfloat16") and not on_gpu:
+        raise SpecError(
+            f"spec.runtime.precision {precision} runs on a GPU "
+            "(runtime.gpu.count or runtime.gpuClaim)"
+        )
+    if precision == "int8" and on_gpu:
+        raise SpecError(
+            "spec.runtime.precision int8 runs on CPUs: set runtime.gpu.count to 0 "
+            "and remove runtime.gpuClaim"
+        )
     return str(precision) if precision is not None else None
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .allocation import GpuAllocation
 from .config import OperatorConfig
 from .manifests import endpoint, selector_string
 from .phases import Phase
@@ -82,10 +83,12 @@ def compute_status(
     config: OperatorConfig,
     previous: Mapping[str, Any],
     now: str,
+    allocation: GpuAllocation | None = None,
 ) -> tuple[dict[str, Any], list[Event]]:
     """The status to write and the events to post, given the plan of this reconcile.
 
-    ``now`` is an RFC 3339 timestamp, used only for condition transitions.
+    ``now`` is an RFC 3339 timestamp, used only for condition transitions;
+    ``allocation`` is what the pods hold of GPUs (None: no GPUs, or unknown).
     """
     target = revisions.get(plan.target)
     ready = sum(r.ready for r in revisions.values())
@@ -111,6 +114,8 @@ def compute_status(
     if serving is not None:
         status["currentVersion"] = serving.version
         status["currentRevision"] = serving.number
+    if allocation is not None:
+        status["gpuAllocation"] = allocation.to_status()
     return status, [*plan.events, *_events(previous, conditions)]
 
 

@@ -96,6 +96,14 @@ The operator's rules on namespaced resources (identical in content to deploy/rba
 - apiGroups: [""]
   resources: [events]
   verbs: [create]  # core/v1 events, created once per phase change
+# Device-claim mode (runtime.gpuClaim): one ResourceClaimTemplate per revision (its spec is
+# immutable: created, or deleted and created again), and the pods' claims for status.
+- apiGroups: [resource.k8s.io]
+  resources: [resourceclaimtemplates]
+  verbs: [get, list, create, delete]
+- apiGroups: [resource.k8s.io]
+  resources: [resourceclaims]
+  verbs: [get, list]
 {{- end }}
 
 {{/*
@@ -106,6 +114,14 @@ Cluster-scoped reads the operator needs whatever it watches.
 - apiGroups: [""]
   resources: [nodes]
   verbs: [get, list, watch]
+# GPU budget in device-claim mode: the devices the drivers publish, the classes that
+# select them, and the claims of every namespace that hold some (read-only).
+- apiGroups: [resource.k8s.io]
+  resources: [resourceslices, deviceclasses]
+  verbs: [get, list, watch]
+- apiGroups: [resource.k8s.io]
+  resources: [resourceclaims]
+  verbs: [list]
 {{- end }}
 
 {{- define "modelplane.clusterRules" -}}

@@ -268,9 +268,20 @@ def test_cluster_wide_install_upgrade_uninstall_with_a_sufficient_tight_identity
             ("patch", "modeldeployments.modelplane.io", "--subresource=status", "-n", models),
             ("list", "nodes"),
             ("patch", f"clusterkopfpeerings.kopf.dev/{peering}"),
+            # Device-claim mode: a template per revision, the pods' claims, the devices.
+            ("create", "resourceclaimtemplates.resource.k8s.io", "-n", models),
+            ("delete", "resourceclaimtemplates.resource.k8s.io", "-n", models),
+            ("list", "resourceclaims.resource.k8s.io", "-A"),
+            ("list", "resourceslices.resource.k8s.io"),
+            ("list", "deviceclasses.resource.k8s.io"),
         ]
         denied = [
             ("get", "secrets", "-n", models),
+            ("create", "resourceclaims.resource.k8s.io", "-n", models),
+            ("patch", "resourceclaims.resource.k8s.io", "-n", models),
+            ("patch", "resourceclaimtemplates.resource.k8s.io", "-n", models),
+            ("create", "resourceslices.resource.k8s.io"),
+            ("create", "deviceclasses.resource.k8s.io"),
             ("list", "secrets", "-A"),
             ("delete", "modeldeployments.modelplane.io", "-n", models),
             ("update", "modeldeployments.modelplane.io", "-n", models),
@@ -355,9 +366,14 @@ def test_namespaced_install_watches_and_may_write_only_its_namespaces(
             ("create", "events", "-n", watched),
             ("list", "nodes"),
             ("list", "pods", "-A"),  # the documented trade-off: the GPU budget
+            ("list", "resourceclaims.resource.k8s.io", "-A"),  # the same, for device claims
+            ("list", "resourceslices.resource.k8s.io"),
+            ("create", "resourceclaimtemplates.resource.k8s.io", "-n", watched),
         ]
         denied = [
             ("create", "deployments.apps", "-n", other),
+            ("create", "resourceclaimtemplates.resource.k8s.io", "-n", other),
+            ("get", "resourceclaims.resource.k8s.io", "-n", other),
             ("list", "deployments.apps", "-n", other),
             ("create", "services", "-n", other),
             ("patch", "modeldeployments.modelplane.io", "--subresource=status", "-n", other),
@@ -378,6 +394,7 @@ def test_namespaced_install_watches_and_may_write_only_its_namespaces(
         )  # fmt: skip
         assert not can_i(cluster, user, "list", "pods", "-A")
         assert not can_i(cluster, user, "list", "nodes")
+        assert not can_i(cluster, user, "list", "resourceclaims.resource.k8s.io", "-A")
         assert can_i(cluster, user, "list", "pods", "-n", watched)
         proc = run_as_chart_identity(cluster, operator, tmp_path / "op-tight", dep)
         try:

@@ -72,7 +72,13 @@ def deploy_rbac_rules() -> set[tuple[str, str, str]]:
     return rule_set(one(docs, "ClusterRole")["rules"])
 
 
-CLUSTER_SCOPED = {"nodes", "customresourcedefinitions", "namespaces"}
+CLUSTER_SCOPED = {
+    "nodes",
+    "customresourcedefinitions",
+    "namespaces",
+    "resourceslices",
+    "deviceclasses",
+}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "*"}
 
 
@@ -225,11 +231,13 @@ def test_namespaced_rbac_is_a_role_per_watched_namespace() -> None:
         ]
         assert b["roleRef"]["kind"] == "Role"
 
-    # Cluster-wide: reads only — the cluster-scoped resources and pods for the GPU budget.
+    # Cluster-wide: reads only — the cluster-scoped resources, and pods and claims for the
+    # GPU budget.
     cluster_role = one(docs, "ClusterRole")
     granted = rule_set(cluster_role["rules"])
     assert {verb for _, _, verb in granted}.isdisjoint(WRITE_VERBS)
-    assert {res for _, res, _ in granted} == CLUSTER_SCOPED | {"pods"}
+    assert {res for _, res, _ in granted} == CLUSTER_SCOPED | {"pods", "resourceclaims"}
+    assert ("resource.k8s.io", "resourceclaims", "get") not in granted
     assert ("", "pods", "list") in granted
     assert ("apps", "deployments", "list") not in granted
     assert one(docs, "ClusterRoleBinding")["roleRef"]["name"] == cluster_role["metadata"]["name"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from localcluster import GPU_RESOURCE, KWOK_NODE_LABEL, NodeSpec, default_nodes
+from localcluster import DEVICE_CLASSES, GPU_RESOURCE, KWOK_NODE_LABEL, NodeSpec, default_nodes
 
 
 def test_gpu_node_carries_capacity_product_label_and_taint() -> None:
@@ -23,10 +23,72 @@ def test_cpu_node_has_no_gpu_and_no_taint() -> None:
     assert node["spec"] == {}
 
 
-def test_default_topology_is_two_cpu_and_two_gpu_nodes_of_four() -> None:
-    nodes = default_nodes()
-    assert [n.name for n in nodes] == ["cpu-0", "cpu-1", "gpu-0", "gpu-1"]
-    assert sum(n.gpus for n in nodes) == 8
+def test_default_topology_has_every_way_of_handing_out_gpus() -> None:
+    nodes = {n.name: n for n in default_nodes()}
+    assert list(nodes) == [
+        "cpu-0",
+        "cpu-1",
+        "gpu-0",
+        "gpu-1",
+        "dra-0",
+        "dra-mig-0",
+        "mig-0",
+        "shared-0",
+    ]
+    # Whole GPUs as extended resources: the two nodes every older test counts on.
+    extended = [n for n in nodes.values() if GPU_RESOURCE in n.manifest()["status"]["capacity"]]
+    assert [n.name for n in extended] == ["gpu-0", "gpu-1"]
+    assert sum(n.gpus for n in extended) == 8
+    capacity = {name: n.manifest()["status"]["capacity"] for name, n in nodes.items()}
+    assert capacity["mig-0"]["nvidia.com/mig-1g.10gb"] == "7"
+    assert capacity["shared-0"]["nvidia.com/gpu.shared"] == "8"  # 2 GPUs x 4 time slices
+    assert GPU_RESOURCE not in capacity["dra-0"]  # DRA devices are in ResourceSlices
+    labels = nodes["shared-0"].manifest()["metadata"]["labels"]
+    assert labels["nvidia.com/gpu.sharing-strategy"] == "time-slicing"
+    assert labels["nvidia.com/gpu.product"] == "Tesla-T4"  # renamed: no -SHARED suffix
+    assert nodes["mig-0"].manifest()["metadata"]["labels"]["nvidia.com/mig.strategy"] == "mixed"
+    for node in nodes.values():
+        taints = node.manifest()["spec"].get("taints", [])
+        assert bool(taints) == node.name.startswith(("gpu", "dra", "mig", "shared"))
+
+
+def test_dra_nodes_publish_slices_shaped_like_nvidias_driver() -> None:
+    (gpu_slice,) = NodeSpec(name="dra-x", dra_gpus=2).resource_slices()
+    spec = gpu_slice["spec"]
+    assert gpu_slice["apiVersion"] == "resource.k8s.io/v1"
+    assert spec["driver"] == "gpu.nvidia.com" and spec["nodeName"] == "dra-x"
+    assert spec["pool"] == {"name": "dra-x", "generation": 1, "resourceSliceCount": 1}
+    assert [d["name"] for d in spec["devices"]] == ["gpu-0", "gpu-1"]
+    device = spec["devices"][0]
+    assert set(device["attributes"]) >= {
+        "type", "productName", "architecture", "cudaComputeCapability", "driverVersion", "uuid"
+    }  # fmt: skip
+    assert device["attributes"]["cudaComputeCapability"] == {"version": "9.0.0"}
+    assert device["capacity"]["memory"] == {"value": "80Gi"}
+    uuids = {d["attributes"]["uuid"]["string"] for d in spec["devices"]}
+    assert len(uuids) == 2 and all(u.startswith("GPU-") for u in uuids)
+
+    (mig_slice,) = NodeSpec(name="m", dra_gpus=1, dra_mig={"1g.10gb": 2}).resource_slices()
+    names = [d["name"] for d in mig_slice["spec"]["devices"]]
+    assert names == ["gpu-0", "gpu-1-mig-1g10gb-20-0", "gpu-1-mig-1g10gb-20-1"]
+    mig = mig_slice["spec"]["devices"][1]["attributes"]
+    assert mig["type"] == {"string": "mig"} and mig["profile"] == {"string": "1g.10gb"}
+    assert mig["parentUUID"]["string"].startswith("GPU-")
+    assert NodeSpec(name="cpu-x").resource_slices() == []
+
+
+def test_device_classes_are_nvidias() -> None:
+    classes = {c["metadata"]["name"]: c["spec"] for c in DEVICE_CLASSES}
+    assert classes["gpu.nvidia.com"]["selectors"] == [
+        {
+            "cel": {
+                "expression": "device.driver == 'gpu.nvidia.com' && "
+                "device.attributes['gpu.nvidia.com'].type == 'gpu'"
+            }
+        }
+    ]
+    assert classes["gpu.nvidia.com"]["extendedResourceName"] == "nvidia.com/gpu"
+    assert "type == 'mig'" in classes["mig.nvidia.com"]["selectors"][0]["cel"]["expression"]
 
 
 def test_every_cluster_address_is_in_the_benchmarking_range_and_none_is_private() -> None:

@@ -132,6 +132,58 @@ CASES = [
         ),
         "value or valueFrom, not both",
     ),
+    # GPU modes that contradict each other, or name what the driver cannot serve.
+    (
+        "extended gpus and a device claim",
+        variant("spec.runtime", {"gpu": {"count": 1}, "gpuClaim": {"count": 1}}),
+        "both ask for GPUs: keep one",
+    ),
+    (
+        "mig profile on the gpu class",
+        variant(
+            "spec.runtime",
+            {"gpuClaim": {"migProfile": "1g.10gb", "deviceClassName": "gpu.nvidia.com"}},
+        ),
+        "uses the mig.nvidia.com DeviceClass",
+    ),
+    (
+        "time-sliced mig",
+        variant(
+            "spec.runtime",
+            {"gpuClaim": {"migProfile": "1g.10gb", "sharing": {"strategy": "TimeSlicing"}}},
+        ),
+        "MIG devices are shared through MPS only",
+    ),
+    (
+        "unknown sharing strategy",
+        variant("spec.runtime", {"gpuClaim": {"sharing": {"strategy": "Always"}}}),
+        'supported values: "TimeSlicing", "MPS"',
+    ),
+    (
+        "min memory not a quantity",
+        variant("spec.runtime", {"gpuClaim": {"minMemory": "a lot"}}),
+        "spec.runtime.gpuClaim.minMemory",
+    ),
+    (
+        "quote in a claim product",
+        variant("spec.runtime", {"gpuClaim": {"product": "A100' || true"}}),
+        "spec.runtime.gpuClaim.product",
+    ),
+    (
+        "kubernetes.io resource",
+        variant("spec.runtime.gpu", {"count": 1, "resource": "kubernetes.io/gpu"}),
+        "runtime.gpu.resource must be an extended resource",
+    ),
+    (
+        "mig resource in resources",
+        variant("spec.runtime.resources", {"limits": {"nvidia.com/mig-1g.10gb": 1}}),
+        "or runtime.gpuClaim, not runtime.resources.limits",
+    ),
+    (
+        "int8 on a claimed gpu",
+        variant("spec.runtime", {"gpuClaim": {}, "precision": "int8"}),
+        "remove runtime.gpuClaim",
+    ),
     # Found by the manifest fuzz: the API server answered 500 to every apply of such a pod.
     (
         "duplicate image pull secret",
@@ -175,6 +227,20 @@ def test_kubectl_explain_reads_the_field_descriptions(cluster: Cluster, crds: No
     assert "pvc://claim/path" in out
     out = cluster.kubectl("explain", "md.spec.runtime.gpu").stdout
     assert "nvidia.com/gpu" in out
+    # Every field of the GPU modes says what it does.
+    fields = [
+        "runtime.gpu.resource",
+        *(f"runtime.gpuClaim.{f}" for f in ("deviceClassName", "count", "product", "minMemory")),
+        *(f"runtime.gpuClaim.{f}" for f in ("migProfile", "selectors", "sharing")),
+        "runtime.gpuClaim.sharing.strategy",
+        "runtime.gpuClaim.sharing.config",
+    ]
+    for field in fields:
+        out = cluster.kubectl("explain", f"md.spec.{field}").stdout
+        description = out.split("DESCRIPTION:", 1)[1].strip()
+        assert len(description) > 20, (field, out)
+    out = cluster.kubectl("explain", "md.status.gpuAllocation").stdout
+    assert "allocated" in out
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)

@@ -100,7 +100,29 @@ runtime = optional(
     image=either(st.sampled_from(["ghcr.io/x/runtime:1", "runtime@sha256:" + "a" * 64]), text),
     port=either(st.integers(1024, 65535), st.integers(-1, 70000)),
     resources=optional(requests=resource_list, limits=resource_list),
-    gpu=optional(count=either(st.integers(0, 4), small_int), product=name_like),
+    gpu=optional(
+        count=either(st.integers(0, 4), small_int),
+        product=name_like,
+        resource=either(
+            st.sampled_from(["nvidia.com/gpu", "nvidia.com/mig-1g.10gb", "nvidia.com/gpu.shared"]),
+            text,
+        ),
+    ),
+    gpuClaim=optional(
+        count=either(st.integers(1, 4), small_int),
+        deviceClassName=either(st.sampled_from(["gpu.nvidia.com", "mig.nvidia.com"]), text),
+        product=either(st.just("NVIDIA H100 80GB HBM3"), text),
+        minMemory=either(st.sampled_from(["40Gi", "10000Mi"]), text),
+        migProfile=either(st.sampled_from(["1g.10gb", "3g.40gb"]), text),
+        selectors=st.lists(
+            either(st.just("device.attributes['gpu.nvidia.com'].architecture == 'Hopper'"), text),
+            max_size=2,
+        ),
+        sharing=optional(
+            strategy=either(st.sampled_from(["TimeSlicing", "MPS"]), text),
+            config=st.dictionaries(label, st.integers(0, 100), max_size=1),
+        ),
+    ),
     env=st.lists(env_entry, max_size=3),
     batching=optional(
         enabled=st.booleans(),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 import uuid
 from typing import Any
@@ -12,87 +11,17 @@ from typing import Any
 import pytest
 
 from clusterkit import Cluster, wait_for
-from mdkit import condition, events_for, model_deployment, wait_condition, wait_serving
+from mdkit import (
+    PodWatcher,
+    condition,
+    events_for,
+    model_deployment,
+    set_version,
+    wait_condition,
+    wait_serving,
+)
 
 pytestmark = pytest.mark.usefixtures("operator")
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    if pod["metadata"].get("deletionTimestamp"):
-        return False
-    return any(
-        c["type"] == "Ready" and c["status"] == "True"
-        for c in pod.get("status", {}).get("conditions", [])
-    )
-
-
-class PodWatcher:
-    """Watches the serving pods of one ModelDeployment; records min ready, max pods."""
-
-    def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
-        from kubernetes import client, watch
-
-        self.api = client.CoreV1Api(cluster.api_client())
-        self.watch = watch.Watch()
-        self.namespace, self.selector = namespace, f"modelplane.io/deployment={name}"
-        self.pods: dict[str, dict[str, Any]] = {}
-        self.min_ready: int | None = None
-        self.max_pods = 0
-        self.stopped = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> PodWatcher:
-        listed = json.loads(
-            self.api.list_namespaced_pod(
-                self.namespace, label_selector=self.selector, _preload_content=False
-            ).data
-        )
-        self.pods = {p["metadata"]["name"]: p for p in listed["items"]}
-        self.resource_version = listed["metadata"]["resourceVersion"]
-        self._record()
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.stopped = True
-        self.watch.stop()
-
-    def _record(self) -> None:
-        live = [p for p in self.pods.values() if not p["metadata"].get("deletionTimestamp")]
-        ready = sum(1 for p in live if _ready(p))
-        self.min_ready = ready if self.min_ready is None else min(self.min_ready, ready)
-        self.max_pods = max(self.max_pods, len(live))
-
-    def _run(self) -> None:
-        try:
-            self._follow()
-        except Exception:
-            if not self.stopped:  # a closed stream after __exit__ is expected
-                raise
-
-    def _follow(self) -> None:
-        for event in self.watch.stream(
-            self.api.list_namespaced_pod,
-            self.namespace,
-            label_selector=self.selector,
-            resource_version=self.resource_version,
-            _preload_content=False,
-            timeout_seconds=300,
-        ):
-            obj = event["raw_object"]
-            name = obj["metadata"]["name"]
-            if event["type"] == "DELETED":
-                self.pods.pop(name, None)
-            else:
-                self.pods[name] = obj
-            self._record()
-
-
-def set_version(cluster: Cluster, namespace: str, name: str, version: str, **spec: Any) -> None:
-    patch = {
-        "spec": {"model": {"version": version, "uri": f"s3://models/{name}/{version}"}, **spec}
-    }
-    cluster.kubectl("patch", "md", name, "-n", namespace, "--type=merge", "-p", json.dumps(patch))
 
 
 def revision_deployments(cluster: Cluster, namespace: str, name: str) -> dict[str, int]:

@@ -72,7 +72,11 @@ def test_gpu_nodes_advertise_capacity_labels_and_taint(cluster: Cluster) -> None
     nodes = cluster.get_json("nodes", "-l", "nvidia.com/gpu.present=true")["items"]
     assert nodes, "no GPU nodes in the cluster"
     for node in nodes:
-        assert int(node["status"]["allocatable"]["nvidia.com/gpu"]) > 0
+        # Whole GPUs, MIG devices (mixed strategy) or shared GPUs: some nvidia.com/ resource.
+        gpus = {
+            k: v for k, v in node["status"]["allocatable"].items() if k.startswith("nvidia.com/")
+        }
+        assert gpus and all(int(v) > 0 for v in gpus.values()), node["metadata"]["name"]
         assert node["metadata"]["labels"]["nvidia.com/gpu.product"]
         taints = {(t["key"], t["effect"]) for t in node["spec"].get("taints", [])}
         assert ("nvidia.com/gpu", "NoSchedule") in taints
@@ -92,7 +96,12 @@ def test_gpu_deployment_lands_on_a_gpu_node_and_becomes_available(
     wait_for(available, "Deployment one-gpu to become Available")
     (pod,) = pods(cluster, namespace, "one-gpu")
     node = cluster.get_json("node", pod["spec"]["nodeName"])
-    assert "nvidia.com/gpu" in node["status"]["allocatable"]
+    # From a device plugin's nvidia.com/gpu, or from a DRA device that the gpu.nvidia.com
+    # DeviceClass maps the resource to (the scheduler then names the claim it made).
+    assert (
+        "nvidia.com/gpu" in node["status"]["allocatable"]
+        or (pod["status"]["extendedResourceClaimStatus"]["resourceClaimName"])
+    )
     assert condition(pod, "Ready")["status"] == "True"  # type: ignore[index]
 
 
@@ -112,7 +121,10 @@ def test_cpu_pods_stay_off_tainted_gpu_nodes(cluster: Cluster, namespace: str) -
 def test_gpu_over_request_stays_pending_with_the_schedulers_message(
     cluster: Cluster, namespace: str
 ) -> None:
-    cluster.apply(deployment("too-many-gpus", gpus=64), namespace)
+    # 16: more than any node has. Not more than 32: gpu.nvidia.com maps nvidia.com/gpu to
+    # DRA devices, and the scheduler refuses a claim of over 32 devices with an error
+    # (SchedulerError: "exceeds the claim limit of 32") instead of Unschedulable.
+    cluster.apply(deployment("too-many-gpus", gpus=16), namespace)
 
     def unschedulable() -> dict[str, Any] | None:
         for pod in pods(cluster, namespace, "too-many-gpus"):

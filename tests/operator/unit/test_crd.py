@@ -40,4 +40,7 @@ def test_scale_and_status_subresources_and_printer_columns() -> None:
     }
     assert version["subresources"]["status"] == {}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns[:5] == ["Version", "Ready", "GPUs", "Reason", "Age"]
+    assert columns[:6] == ["Version", "Ready", "GPUs", "Allocated", "Reason", "Age"]
+    allocated = next(c for c in version["additionalPrinterColumns"] if c["name"] == "Allocated")
+    assert allocated["jsonPath"] == ".status.gpuAllocation.allocated"
+    assert allocated["priority"] == 1  # shown by `kubectl get -o wide`

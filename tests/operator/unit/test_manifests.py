@@ -8,7 +8,15 @@ import pytest
 
 from factories import md_body
 from modelplane_operator.config import OperatorConfig
-from modelplane_operator.manifests import build_deployment, build_service, endpoint
+from modelplane_operator.manifests import (
+    build_claim_template,
+    build_deployment,
+    build_pod_template,
+    build_service,
+    endpoint,
+    revision_identity,
+)
+from modelplane_operator.revisions import template_hash
 from modelplane_operator.spec import parse
 
 CONFIG = OperatorConfig(
@@ -194,3 +202,72 @@ def test_gpu_models_get_the_cuda_image_and_every_model_the_storage_image() -> No
     dep = build_deployment(parse(own), config, 1, "h", 2)
     assert containers(dep)["runtime"]["image"] == "mine/rt:7"
     assert containers(dep)["storage-initializer"]["image"] == "mine/init:7"
+
+
+def test_mig_and_shared_extended_resources_become_their_own_limits() -> None:
+    for resource in ("nvidia.com/mig-1g.10gb", "nvidia.com/gpu.shared"):
+        body = md_body(runtime={"gpu": {"count": 1, "resource": resource}})
+        dep = build_deployment(parse(body), CONFIG, 1, "h", 2)
+        assert containers(dep)["runtime"]["resources"]["limits"] == {resource: "1"}
+        tolerations = dep["spec"]["template"]["spec"]["tolerations"]
+        assert {
+            "key": "nvidia.com/gpu",
+            "operator": "Exists",
+            "effect": "NoSchedule",
+        } in tolerations
+
+
+def test_device_claim_mode_gives_each_revision_its_template_and_each_pod_a_claim() -> None:
+    claim = {
+        "count": 2,
+        "product": "NVIDIA H100 80GB HBM3",
+        "minMemory": "40Gi",
+        "selectors": ["device.attributes['gpu.nvidia.com'].architecture == 'Hopper'"],
+        "sharing": {"strategy": "MPS", "config": {"defaultActiveThreadPercentage": 50}},
+    }
+    md = parse(md_body(runtime={"gpuClaim": claim}))
+    dep = build_deployment(md, CONFIG, 3, "h", 2)
+    pod = dep["spec"]["template"]["spec"]
+    runtime = containers(dep)["runtime"]
+    assert runtime["image"] == "example.com/runtime:1-cuda"
+    assert runtime["resources"] == {"claims": [{"name": "gpu"}]}  # no extended resource
+    assert pod["resourceClaims"] == [{"name": "gpu", "resourceClaimTemplateName": "resnet-r3-gpu"}]
+    assert "nodeSelector" not in pod  # the scheduler picks nodes by their devices
+    env = {e["name"]: e["value"] for e in runtime["env"]}
+    assert env["MODELPLANE_DEVICE"] == "cuda"
+
+    live = {**dep, "metadata": {**dep["metadata"], "uid": "dep-uid"}}
+    template = build_claim_template(md, md.gpu_claim, 3, live)  # type: ignore[arg-type]
+    assert template["apiVersion"] == "resource.k8s.io/v1"
+    assert template["metadata"]["name"] == "resnet-r3-gpu"
+    assert template["metadata"]["ownerReferences"][0]["uid"] == "dep-uid"
+    devices = template["spec"]["spec"]["devices"]
+    (request,) = devices["requests"]
+    assert request["exactly"]["deviceClassName"] == "gpu.nvidia.com"
+    assert request["exactly"]["count"] == 2
+    expressions = [s["cel"]["expression"] for s in request["exactly"]["selectors"]]
+    assert expressions == [
+        "device.attributes['gpu.nvidia.com'].productName == 'NVIDIA H100 80GB HBM3'",
+        "device.capacity['gpu.nvidia.com'].memory.compareTo(quantity('40Gi')) >= 0",
+        "device.attributes['gpu.nvidia.com'].architecture == 'Hopper'",
+    ]
+    (config,) = devices["config"]
+    assert config["opaque"]["driver"] == "gpu.nvidia.com"
+    assert config["opaque"]["parameters"] == {
+        "apiVersion": "resource.nvidia.com/v1beta1",
+        "kind": "GpuConfig",
+        "sharing": {"strategy": "MPS", "mpsConfig": {"defaultActiveThreadPercentage": 50}},
+    }
+
+
+def test_a_changed_claim_is_a_new_revision_and_plain_gpus_keep_their_hash() -> None:
+    def revision_hash(body: dict[str, Any]) -> str:
+        md = parse(body)
+        return template_hash(revision_identity(md, build_pod_template(md, CONFIG)))
+
+    one = revision_hash(md_body(runtime={"gpuClaim": {"count": 1}}))
+    two = revision_hash(md_body(runtime={"gpuClaim": {"count": 2}}))
+    assert one != two
+    # Objects made before device claims existed keep the hash of their pod template.
+    plain = parse(md_body())
+    assert revision_hash(md_body()) == template_hash(build_pod_template(plain, CONFIG))

@@ -80,3 +80,69 @@ def test_canary_steps_parse_into_typed_steps_with_their_pauses() -> None:
     for bad in ("", "5", "m", "1.5m", "-1s", "10d"):
         with pytest.raises(ValueError, match="not a duration"):
             parse_duration(bad)
+
+
+def claim_runtime(**claim: object) -> dict[str, object]:
+    return runtime_only(gpuClaim=claim)
+
+
+def runtime_only(**runtime: object) -> dict[str, object]:
+    return {"model": {"version": "1", "uri": "s3://x"}, "runtime": runtime}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            {
+                "model": {"version": "1", "uri": "s3://x"},
+                "runtime": {"gpu": {"count": 1}, "gpuClaim": {}},
+            },
+            "keep one",
+        ),
+        (claim_runtime(migProfile="1g.10gb", deviceClassName="gpu.nvidia.com"), "mig.nvidia.com"),
+        (claim_runtime(migProfile="1g.10gb", sharing={"strategy": "TimeSlicing"}), "MPS only"),
+        (claim_runtime(sharing={"strategy": "Sometimes"}), "TimeSlicing, MPS"),
+        (claim_runtime(minMemory="lots"), "quantity such as 40Gi"),
+        (claim_runtime(product="x' || true || '"), "product name"),
+        (claim_runtime(count=0), "gpuClaim.count"),
+        (
+            {
+                "model": {"version": "1", "uri": "s3://x"},
+                "runtime": {"gpu": {"resource": "kubernetes.io/gpu"}},
+            },
+            "extended resource",
+        ),
+        (
+            {
+                "model": {"version": "1", "uri": "s3://x"},
+                "runtime": {"resources": {"limits": {"nvidia.com/mig-1g.10gb": 1}}},
+            },
+            "gpu.count",
+        ),
+        (
+            {
+                "model": {"version": "1", "uri": "s3://x"},
+                "runtime": {"gpuClaim": {}, "precision": "int8"},
+            },
+            "int8 runs on CPUs",
+        ),
+    ],
+)
+def test_inconsistent_gpu_modes_say_what_to_write_instead(spec: dict, message: str) -> None:  # type: ignore[type-arg]
+    body = md_body()
+    body["spec"] = spec
+    with pytest.raises(SpecError, match=message):
+        parse(body)
+
+
+def test_device_claim_defaults_and_gpu_totals() -> None:
+    body = md_body(runtime={"gpuClaim": {"count": 2}, "precision": "bfloat16"}, replicas=3)
+    md = parse(body)
+    assert md.gpu.count == 0 and md.gpu_claim is not None
+    assert md.gpu_claim.device_class == "gpu.nvidia.com"
+    assert md.gpus_per_replica == 2 and md.gpus_requested == 6 and md.uses_gpu
+    mig = parse(md_body(runtime={"gpuClaim": {"migProfile": "1g.10gb"}})).gpu_claim
+    assert mig is not None and mig.device_class == "mig.nvidia.com" and mig.count == 1
+    shared = parse(md_body(runtime={"gpu": {"count": 1, "resource": "nvidia.com/gpu.shared"}}))
+    assert shared.gpu.resource == "nvidia.com/gpu.shared" and shared.gpu_claim is None
