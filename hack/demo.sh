@@ -24,8 +24,9 @@ kubeconfig=$("$py" hack/cluster.py kubeconfig)
 kubectl() { "$MODELPLANE_CACHE/bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 kubectl version
 
-step "Nodes: CPU nodes and GPU nodes with nvidia.com/gpu capacity, product label and taint"
-kubectl get nodes -o custom-columns='NAME:.metadata.name,GPUS:.status.allocatable.nvidia\.com/gpu,PRODUCT:.metadata.labels.nvidia\.com/gpu\.product,TAINT:.spec.taints[*].key'
+step "Nodes: CPU nodes, and GPU nodes handing GPUs out as extended resources (whole, MIG, shared) or DRA devices"
+kubectl get nodes -o custom-columns='NAME:.metadata.name,TYPE:.metadata.labels.node\.kubernetes\.io/instance-type,GPUS:.status.allocatable.nvidia\.com/gpu,MIG-1G:.status.allocatable.nvidia\.com/mig-1g\.10gb,SHARED:.status.allocatable.nvidia\.com/gpu\.shared,PRODUCT:.metadata.labels.nvidia\.com/gpu\.product,TAINT:.spec.taints[*].key'
+kubectl get resourceslices,deviceclasses
 
 step "Helm chart: the operator's ServiceAccount, least-privilege RBAC, Deployment and metrics Service"
 helm() { "$MODELPLANE_CACHE/bin/helm" --kubeconfig "$kubeconfig" "$@"; }
@@ -82,6 +83,14 @@ kubectl -n demo patch md resnet --type=merge -p '{"spec":{"replicas":2,"runtime"
 kubectl -n demo wait --for=condition=Ready md/resnet --timeout=60s
 kubectl -n demo get md resnet
 kubectl -n demo get events --field-selector involvedObject.kind=ModelDeployment --sort-by=.lastTimestamp | tail -8
+
+step "GPUs through DRA: each pod gets its own ResourceClaim, allocated by the scheduler from dra-0's ResourceSlice"
+kubectl -n demo apply -f examples/gpu-device-claim.yaml
+kubectl -n demo wait --for=condition=Ready md/llm-dra --timeout=90s
+kubectl -n demo get md llm-dra -o wide
+kubectl -n demo get resourceclaimtemplates,resourceclaims
+kubectl -n demo get md llm-dra -o jsonpath='allocated: {.status.gpuAllocation.allocated} x {.status.gpuAllocation.products[*]}{"\n"}'
+kubectl -n demo delete md llm-dra --wait=true >/dev/null
 
 step "The same runtime as a local process (no cluster): modelplane package, storage initializer, inference"
 "$py" hack/demo_inference.py

@@ -63,8 +63,16 @@ HOST_PACKAGES = {
 }
 
 
-def ctr(*args: str, check: bool = True) -> str:
-    return run("ctr", f"--address={CONTAINERD_SOCKET}", "--namespace=k8s.io", *args, check=check)
+def ctr(*args: str, check: bool = True, timeout: float = 120) -> str:
+    return run(
+        "ctr", f"--address={CONTAINERD_SOCKET}", "--namespace=k8s.io", *args,
+        check=check, timeout=timeout,
+    )  # fmt: skip
+
+
+# Unpacking the runtime image (torch with CUDA, about 3 GB) the first time takes minutes
+# on 2 busy cores: 120 s was not always enough.
+IMPORT_TIMEOUT_S = 900.0
 
 
 # ------------------------------------------------------------------- host network
@@ -210,7 +218,10 @@ def import_images() -> list[str]:
         name, _, tag = ref.rpartition(":")
         archive = IMAGES_DIR / f"{name.rsplit('/', 1)[1]}-{tag}.oci.tar"
         if ref not in have and archive.exists():
-            ctr("images", "import", "--snapshotter=overlayfs", "--no-unpack=false", str(archive))
+            ctr(
+                "images", "import", "--snapshotter=overlayfs", "--no-unpack=false", str(archive),
+                timeout=IMPORT_TIMEOUT_S,
+            )  # fmt: skip
             imported.append(ref)
     stale = [r for r in have if r.startswith("localhost/modelplane/") and r not in wanted.values()]
     if stale:

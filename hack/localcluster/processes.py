@@ -93,9 +93,9 @@ def tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def run(*command: str, check: bool = True, input: str | None = None) -> str:
+def run(*command: str, check: bool = True, input: str | None = None, timeout: float = 120) -> str:
     """A short host command (ip, iptables, ctr); its stdout."""
-    proc = subprocess.run(command, capture_output=True, text=True, input=input, timeout=120)
+    proc = subprocess.run(command, capture_output=True, text=True, input=input, timeout=timeout)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command)}: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout
