@@ -193,6 +193,9 @@ class RequestExecutor(Protocol):
 
     def pending(self) -> int: ...
 
+    @property
+    def in_flight(self) -> InFlight: ...
+
     async def run(
         self, inputs: Arrays, rows: int, client_gone: ClientGone | None = None
     ) -> tuple[Arrays, BatchStats]: ...

@@ -122,7 +122,7 @@ class ModelService:
         else:
             executor = Executor(model.predict, typical_s)
         executor.on_batch = self.metrics.batch_executed
-        self.metrics.count_pending(executor.pending)
+        self.metrics.count_queue(executor.pending, lambda: executor.in_flight.count)
         executor.inline_allowed = model.device.type == "cpu"
         await executor.start()
         self.model, self.executor = model, executor

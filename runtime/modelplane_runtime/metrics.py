@@ -91,21 +91,34 @@ class _TritonCounters(Collector):
             yield family
 
 
-class _PendingRequests(Collector):
-    """Triton's gauge of requests waiting for a forward pass, read at scrape time."""
+class _QueueGauges(Collector):
+    """Requests waiting and in flight, read from the executor at scrape time.
+
+    Triton's pending count leaves out the requests being computed; an autoscaler wants
+    both (a request that takes the whole forward pass is load too), so the in-flight
+    gauge counts every request from receipt to response.
+    """
 
     def __init__(self, model: str, version: str) -> None:
         self._labels = [model, version]
-        self.count: Callable[[], int] = lambda: 0
+        self.pending: Callable[[], int] = lambda: 0
+        self.in_flight: Callable[[], int] = lambda: 0
 
     def collect(self) -> Iterator[Metric]:
-        gauge = GaugeMetricFamily(
+        pending = GaugeMetricFamily(
             "nv_inference_pending_request_count",
             "Number of inference requests waiting for a model execution",
             labels=["model", "version"],
         )
-        gauge.add_metric(self._labels, self.count())
-        yield gauge
+        pending.add_metric(self._labels, self.pending())
+        yield pending
+        in_flight = GaugeMetricFamily(
+            "modelplane_requests_in_flight",
+            "Inference requests received and not yet answered (waiting or computing)",
+            labels=["model", "version"],
+        )
+        in_flight.add_metric(self._labels, self.in_flight())
+        yield in_flight
 
 
 class _GpuMemory(Collector):
@@ -140,8 +153,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         self._triton = _TritonCounters(model, version)
         self.registry.register(self._triton)
-        self._pending = _PendingRequests(model, version)
-        self.registry.register(self._pending)
+        self._queue = _QueueGauges(model, version)
+        self.registry.register(self._queue)
         labels = ["model", "version"]
         self._batch_size = prometheus_client.Histogram(
             "modelplane_inference_batch_size",
@@ -168,9 +181,10 @@ class Metrics:
         if gpu:
             self.registry.register(_GpuMemory())
 
-    def count_pending(self, count: Callable[[], int]) -> None:
-        """Read the pending request gauge from `count` (the executor's queue)."""
-        self._pending.count = count
+    def count_queue(self, pending: Callable[[], int], in_flight: Callable[[], int]) -> None:
+        """Read the pending and in-flight gauges from the executor at scrape time."""
+        self._queue.pending = pending
+        self._queue.in_flight = in_flight
 
     def batch_executed(self, rows: int, compute_s: float) -> None:
         self._triton.add(

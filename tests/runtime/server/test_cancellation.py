@@ -79,6 +79,8 @@ def test_a_waiting_request_whose_client_left_is_never_computed(
     for thread in staying:
         thread.start()
     _wait_metric(server, "nv_inference_pending_request_count", 1)
+    # In flight: the one computing and the one waiting.
+    _wait_metric(server, "modelplane_requests_in_flight", 2)
     # B: queued too, then its client hangs up.
     host, port = server.url.removeprefix("http://").split(":")
     body = _body(ROWS)
@@ -92,8 +94,10 @@ def test_a_waiting_request_whose_client_left_is_never_computed(
     leaving.close()
     _wait_metric(server, "nv_inference_request_failure", 1, reason="cancelled")
     _wait_metric(server, "nv_inference_pending_request_count", 1)  # C still waits
+    _wait_metric(server, "modelplane_requests_in_flight", 2)  # B left: no longer counted
     for thread in staying:
         thread.join()
+    _wait_metric(server, "modelplane_requests_in_flight", 0)
 
     assert answers["a"].status_code == 200 and answers["c"].status_code == 200
     assert len(answers["c"].json()["outputs"][0]["data"]) == ROWS * 4
