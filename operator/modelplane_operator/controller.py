@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from .config import OperatorConfig
 from .kube import Kube, TransientApiError, api_message
+from .metering import Meters
 from .metrics import (
     QUEUE_DEPTH,
     RECONCILE_ERRORS,
@@ -83,6 +84,8 @@ class Controller:
         self.written: dict[Key, tuple[str, Mapping[str, Any]]] = {}
         # True while kopf's peering has paused this replica in favour of another one.
         self.paused = False
+        # Canary intervals and load windows, measured between reconciles.
+        self.meters = Meters()
 
     def start(self, kube: Kube) -> None:
         """Connect and start the work queue's threads (kopf's startup)."""
@@ -105,6 +108,7 @@ class Controller:
     def deleted(self, key: Key, body: Mapping[str, Any]) -> None:
         """A ModelDeployment is gone: owner references let the GC remove its children."""
         self.seen.forget(body)
+        self.meters.forget(str((body.get("metadata") or {}).get("uid", "")))
         self.written.pop(key, None)
         if self.queue is not None:
             self.queue.forget(key)
@@ -146,7 +150,7 @@ class Controller:
         known = written[1] if written and written[0] == uid else None
         started = time.monotonic()
         try:
-            outcome = reconcile(body, kube, self.config, known_status=known)
+            outcome = reconcile(body, kube, self.config, known_status=known, meters=self.meters)
         except Exception as exc:
             self._failed(key, exc, logger)
             return

@@ -19,6 +19,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from .allocation import GpuAllocation, claim_allocation, extended_allocation
+from .autoscale import Decision, ScaleReason, decide
 from .compare import contains
 from .config import OperatorConfig
 from .devices import free_claim_slots, mapped_slots
@@ -34,6 +35,7 @@ from .manifests import (
     revision_identity,
     selector_string,
 )
+from .metering import CanaryReading, Meters
 from .patch import merge_patch
 from .pods import Event
 from .revisions import Revision, deployment_name, observe_revisions, template_hash
@@ -42,7 +44,11 @@ from .spec import API_VERSION, KIND, GpuClaim, ModelDeploymentSpec, SpecError, p
 from .status import compute_status, invalid_spec_status
 
 APPLIED_HASH = "modelplane.io/applied-hash"
+# How often an autoscaled ModelDeployment's load is read, at most.
+AUTOSCALE_PERIOD_S = 5.0
 log = logging.getLogger(__name__)
+# What is measured between reconciles (canary intervals, load), for callers that keep none.
+METERS = Meters()
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,7 @@ def reconcile(
     config: OperatorConfig,
     known_status: Mapping[str, Any] | None = None,
     now: float | None = None,
+    meters: Meters | None = None,
 ) -> Outcome:
     """Bring the children and status of one ModelDeployment in line.
 
@@ -180,17 +187,25 @@ def reconcile(
         status, events = invalid_spec_status(generation, str(exc), previous, to_text(now))
         changed = _report(kube, body, previous, status, events)
         return Outcome("changed" if changed else "invalid", status)
+    meters = meters or METERS
     seen = _observe(kube, md, config)
+    memory = Memory.from_status(previous.get("rollout"))
+    gpu_slots = _gpu_slots(kube, md)
+    scaled: Decision | None = None
+    if md.autoscaling is not None:
+        scaled = _autoscale(md, seen, previous, meters, gpu_slots, now)
+        md = replace(md, replicas=scaled.replicas)
     the_plan = plan(
         md,
         seen.desired_hash,
         seen.revisions,
-        Memory.from_status(previous.get("rollout")),
+        memory,
         previous.get("history") or [],
         meta.get("annotations") or {},
-        _gpu_slots(kube, md),
+        gpu_slots,
         now,
         {"version": md.version, "uri": md.uri, "image": seen.image},
+        _canary_reading(md, seen, memory, meters, now),
     )
     conflicts = _conflicts(kube, md, seen, the_plan)
     try:
@@ -205,15 +220,7 @@ def reconcile(
         _report(kube, body, previous, status, events)
         return Outcome("invalid", status)
     if conflicts:
-        # Nothing was written, so nothing started: the rollout's memory (its progress
-        # clock above all) and history stay as they were, and no RolloutStarted is told.
-        # Once the name is free the rollout starts then, with its whole deadline.
-        the_plan = replace(
-            the_plan,
-            memory=Memory.from_status(previous.get("rollout")),
-            history=[dict(h) for h in previous.get("history") or ()],
-            events=[],
-        )
+        the_plan = _not_started(the_plan, previous)
     status, events = compute_status(
         md,
         the_plan,
@@ -224,8 +231,97 @@ def reconcile(
         to_text(now),
         _gpu_allocation(kube, md, seen.revisions),
     )
+    requeue = the_plan.requeue_after
+    if scaled is not None:
+        status["autoscaling"] = _autoscaling_status(scaled, previous, now)
+        events += _scale_events(scaled, previous)
+        requeue = min(requeue or AUTOSCALE_PERIOD_S, AUTOSCALE_PERIOD_S)
     wrote = _report(kube, body, previous, status, events) or wrote
-    return Outcome("changed" if wrote else "unchanged", status, the_plan.requeue_after)
+    return Outcome("changed" if wrote else "unchanged", status, requeue)
+
+
+def _not_started(the_plan: Plan, previous: Mapping[str, Any]) -> Plan:
+    """Nothing was written, so nothing started: the rollout's memory (its progress clock
+    above all) and history stay as they were, and no RolloutStarted is told. Once the
+    name is free the rollout starts then, with its whole deadline."""
+    return replace(
+        the_plan,
+        memory=Memory.from_status(previous.get("rollout")),
+        history=[dict(h) for h in previous.get("history") or ()],
+        events=[],
+    )
+
+
+def _canary_reading(
+    md: ModelDeploymentSpec, seen: _Observed, memory: Memory, meters: Meters, now: float
+) -> CanaryReading | None:
+    """Measure the canary, when a step of an analysed Canary rollout is under way."""
+    rules = md.rollout.analysis
+    target, stable = memory.target, memory.stable
+    canary = seen.revisions.get(target) if target is not None else None
+    if (
+        rules is None
+        or md.rollout.strategy != "Canary"
+        or canary is None
+        or stable is None
+        or stable == target
+        or memory.failed == target
+        or memory.step >= len(md.rollout.canary_steps)
+    ):
+        meters.stop_canary(md.uid)
+        return None
+    key = (canary.number, stable, memory.step)
+    stable_rev = seen.revisions.get(stable)
+    return meters.canary(md.uid, key, canary, stable_rev, md.port, rules.interval_s, now)
+
+
+def _autoscale(
+    md: ModelDeploymentSpec,
+    seen: _Observed,
+    previous: Mapping[str, Any],
+    meters: Meters,
+    gpu_slots: Callable[[], int] | None,
+    now: float,
+) -> Decision:
+    """The replica count the load asks for and the free GPUs allow (spec.autoscaling)."""
+    rules = md.autoscaling
+    assert rules is not None
+    current = int((previous.get("autoscaling") or {}).get("replicas") or md.replicas)
+    current = min(rules.max_replicas, max(rules.min_replicas, current))
+    reading = meters.load(md.uid, seen.revisions.values(), md.port, rules, now)
+    if not reading.measured or reading.failed:
+        why = "; ".join(f"{p}: {e}" for p, e in sorted(reading.failed.items())) or "no ready pod"
+        unknown = Decision(current, current, ScaleReason.NO_METRICS, f"load unknown ({why})")
+        return replace(unknown, measured=reading.measured)
+    free = gpu_slots() if gpu_slots is not None else None
+    decided = decide(current, reading.history, now, rules, free, reading.in_flight)
+    return replace(decided, in_flight=reading.in_flight, measured=reading.measured)
+
+
+def _autoscaling_status(
+    scaled: Decision, previous: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    before = previous.get("autoscaling") or {}
+    changed = before.get("replicas") != scaled.replicas
+    return {
+        "replicas": scaled.replicas,
+        "desiredReplicas": scaled.desired,
+        "inFlight": round(scaled.in_flight, 1),
+        "measuredPods": scaled.measured,
+        "reason": scaled.reason.value,
+        "message": scaled.message,
+        "lastScaleTime": to_text(now) if changed else before.get("lastScaleTime", to_text(now)),
+    }
+
+
+def _scale_events(scaled: Decision, previous: Mapping[str, Any]) -> list[Event]:
+    before = previous.get("autoscaling") or {}
+    events = []
+    if before and before.get("replicas") != scaled.replicas:
+        events.append(Event("Normal", "Scaled", scaled.message))
+    if scaled.reason is ScaleReason.GPU_LIMITED and before.get("reason") != scaled.reason.value:
+        events.append(Event("Warning", ScaleReason.GPU_LIMITED.value, scaled.message))
+    return events
 
 
 def _observe(kube: Kube, md: ModelDeploymentSpec, config: OperatorConfig) -> _Observed:

@@ -54,6 +54,11 @@ class Revision:
     def unavailable(self) -> int:
         return max(0, self.replicas - self.ready)
 
+    @property
+    def ready_pods(self) -> tuple[Mapping[str, Any], ...]:
+        """The pods the Service sends traffic to."""
+        return tuple(p for p in self.pod_objects if _ready(p))
+
 
 def observe_revisions(
     deployments: Iterable[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]

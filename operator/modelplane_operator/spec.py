@@ -117,11 +117,38 @@ class CanaryStep:
 
 
 def parse_duration(text: str) -> float:
-    """'30s', '5m', '1h' (the CRD's pattern) in seconds."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
-        raise ValueError(f"not a duration like 30s, 5m or 1h: {text!r}")
-    return float(int(text[:-1]) * units[text[-1]])
+    """'250ms', '30s', '5m', '1h' (the CRD's patterns) in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    number, unit = text.rstrip("smh"), text.lstrip("0123456789")
+    if not number.isdigit() or unit not in units:
+        raise ValueError(f"not a duration like 250ms, 30s, 5m or 1h: {text!r}")
+    return int(number) * units[unit]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """How a canary is judged: each ``interval``, the canary pods' own counters.
+
+    A rule that is None is not checked; admission asks for at least one.
+    """
+
+    interval_s: float = 30.0
+    min_requests: int = 20  # per interval, on the canary's pods, client errors left out
+    min_success_rate: float | None = None  # percent
+    max_p99_s: float | None = None
+    max_p99_ratio: float | None = None  # to the stable revision's p99, same interval
+    failure_limit: int = 1  # failed intervals that abort
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    """Replicas from the in-flight requests the runtime reports, within [min, max]."""
+
+    min_replicas: int
+    max_replicas: int
+    target_in_flight: float  # per replica
+    scale_up_window_s: float = 0.0
+    scale_down_window_s: float = 300.0
 
 
 def _canary_step(raw: Mapping[str, Any]) -> CanaryStep:
@@ -144,6 +171,7 @@ class Rollout:
     paused: bool = False
     rollback_to: int | None = None
     canary_steps: tuple[CanaryStep, ...] = ()
+    analysis: Analysis | None = None
 
 
 @dataclass(frozen=True)
@@ -185,6 +213,7 @@ class ModelDeploymentSpec:
     rollout: Rollout
     revision_history_limit: int
     pod: PodOverrides
+    autoscaling: Autoscaling | None = None
 
     @property
     def gpus_per_replica(self) -> int:
@@ -254,6 +283,7 @@ def parse(body: Mapping[str, Any]) -> ModelDeploymentSpec:
         rollout=_rollout(rollout),
         revision_history_limit=_int(spec, "revisionHistoryLimit", 5, "spec"),
         pod=_pod(pod),
+        autoscaling=_autoscaling(spec.get("autoscaling")),
     )
 
 
@@ -402,6 +432,69 @@ def _rollout(rollout: Mapping[str, Any]) -> Rollout:
         paused=bool(rollout.get("paused", False)),
         rollback_to=rollout.get("rollbackTo"),
         canary_steps=tuple(_canary_step(s) for s in canary.get("steps") or ()),
+        analysis=_analysis(canary.get("analysis")),
+    )
+
+
+def _seconds(raw: Mapping[str, Any], key: str, default: float | None, where: str) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return default
+    try:
+        return parse_duration(str(value))
+    except ValueError:
+        raise SpecError(f"{where}.{key} must be a duration such as 250ms, 30s or 5m") from None
+
+
+def _number(raw: Mapping[str, Any], key: str, where: str, low: float, high: float) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise SpecError(f"{where}.{key} must be a number from {low:g} to {high:g}")
+    return float(value)
+
+
+def _analysis(raw: Any) -> Analysis | None:
+    if raw is None:
+        return None
+    where = "spec.rollout.canary.analysis"
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{where} must be an object")
+    analysis = Analysis(
+        interval_s=_seconds(raw, "interval", 30.0, where) or 30.0,
+        min_requests=_int(raw, "minRequests", 20, where, minimum=1),
+        min_success_rate=_number(raw, "minSuccessRate", where, 0, 100),
+        max_p99_s=_seconds(raw, "maxP99Latency", None, where),
+        max_p99_ratio=_number(raw, "maxP99LatencyRatio", where, 1, 1000),
+        failure_limit=_int(raw, "failureLimit", 1, where, minimum=1),
+    )
+    if (analysis.min_success_rate, analysis.max_p99_s, analysis.max_p99_ratio) == (None,) * 3:
+        raise SpecError(
+            f"{where} needs a rule: minSuccessRate, maxP99Latency or maxP99LatencyRatio"
+        )
+    return analysis
+
+
+def _autoscaling(raw: Any) -> Autoscaling | None:
+    if raw is None:
+        return None
+    where = "spec.autoscaling"
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{where} must be an object")
+    low = _int(raw, "minReplicas", 1, where, minimum=1)
+    high = _int(raw, "maxReplicas", low, where, minimum=1)
+    if high < low:
+        raise SpecError(f"{where}.maxReplicas ({high}) is below minReplicas ({low})")
+    target = _number(raw, "targetInFlight", where, 0.1, 10000)
+    if target is None:
+        raise SpecError(f"{where}.targetInFlight is required (in-flight requests per replica)")
+    return Autoscaling(
+        min_replicas=low,
+        max_replicas=high,
+        target_in_flight=target,
+        scale_up_window_s=_seconds(raw, "scaleUpStabilization", 0.0, where) or 0.0,
+        scale_down_window_s=_seconds(raw, "scaleDownStabilization", 300.0, where) or 0.0,
     )
 
 

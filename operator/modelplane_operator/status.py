@@ -227,7 +227,7 @@ def _conditions(
         (
             "Degraded",
             degraded,
-            "RolloutFailed" if degraded else "NotDegraded",
+            _degraded_reason(plan) if degraded else "NotDegraded",
             plan.memory.failure_message if degraded else "the target revision is healthy",
         ),
     ]
@@ -235,6 +235,10 @@ def _conditions(
         _condition(type_, ok, reason, message, md.generation, previous, now)
         for type_, ok, reason, message in rows
     ]
+
+
+def _degraded_reason(plan: Plan) -> str:
+    return "AnalysisFailed" if plan.memory.failure_reason == "AnalysisFailed" else "RolloutFailed"
 
 
 def _events(previous: Mapping[str, Any], conditions: Sequence[Mapping[str, Any]]) -> list[Event]:

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..metering import CanaryReading
+from ..phases import Outcome
 from ..pods import Event
 from ..revisions import Revision
 from ..spec import ModelDeploymentSpec
@@ -78,6 +80,7 @@ def plan(
     gpu_slots: Callable[[], int] | None,
     now: float,
     desired_meta: Mapping[str, str],
+    analysis: CanaryReading | None = None,
 ) -> Plan:
     """Decide the replicas of every revision for one reconcile.
 
@@ -90,9 +93,12 @@ def plan(
     mem, hist, started = target.begin(mem, chosen, md, revisions, hist, desired_meta, now)
     if mem.stable is not None and mem.stable not in revisions:
         mem = replace(mem, stable=None)
-    s = Situation(md, budget(md), chosen.number, revisions, annotations, gpu_slots, now)
+    s = Situation(md, budget(md), chosen.number, revisions, annotations, gpu_slots, now, analysis)
     verdict = failure.judge(s, mem, chosen.hash, hist)
     decided = _strategy_step(s, verdict, chosen, verdict.history)
+    if decided.aborted:
+        verdict = _aborted(s, verdict, decided)
+        decided = replace(rollback.step(s, decided.memory), events=decided.events)
     replicas = {n: r.replicas for n, r in revisions.items()}
     if chosen.create:
         replicas[chosen.number] = 0
@@ -116,6 +122,15 @@ def plan(
         error=chosen.error,
         deadline_exceeded=verdict.deadline_exceeded and not verdict.failed,
     )
+
+
+def _aborted(s: Situation, verdict: failure.Verdict, decided: Step) -> failure.Verdict:
+    """A canary that failed its analysis fails like a crash-looping revision does."""
+    mem = decided.memory
+    hist = history.finish(
+        verdict.history, s.target, s.now, Outcome.ROLLED_BACK, mem.failure_message
+    )
+    return replace(verdict, memory=mem, history=hist, failed=True)
 
 
 def _strategy_step(

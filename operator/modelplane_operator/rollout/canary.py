@@ -13,14 +13,18 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from ..analysis import Judgement, Verdict, judge
+from ..metering import Interval
 from ..phases import Phase
 from ..pods import Event
-from ..spec import CanaryStep, Pause
+from ..spec import Analysis, CanaryStep, Pause
 from . import history, rolling
 from .decision import Situation, Step
-from .memory import Memory, to_text
+from .memory import AnalysisMemory, Memory, to_text
 
 PROMOTE_ANNOTATION = "modelplane.io/promote"
+ANALYSIS_FAILED = "AnalysisFailed"
+ANALYSING = "CanaryAnalysing"
 
 
 def step(s: Situation, mem: Memory, hist: Sequence[dict[str, Any]]) -> Step:
@@ -45,12 +49,22 @@ def pause_seconds(pause: Pause | None) -> float:
 
 
 def requeue_after(s: Situation, mem: Memory) -> float | None:
-    """When a timed pause of the current step ends, if one does."""
+    """When a timed pause of the current step ends, or the measured interval does."""
     steps = s.md.rollout.canary_steps
     duration = pause_seconds(steps[min(mem.step, len(steps) - 1)].pause)
+    times = []
     if duration and mem.step_started_at is not None:
-        return max(1.0, mem.step_started_at + duration - s.now + 0.5)
-    return None
+        times.append(max(1.0, mem.step_started_at + duration - s.now + 0.5))
+    if s.md.rollout.analysis is not None and s.analysis is not None:
+        end = s.analysis.started_at + s.md.rollout.analysis.interval_s
+        times.append(max(1.0, end - s.now + 0.5))
+    return min(times) if times else None
+
+
+def analysing(s: Situation, mem: Memory, hist: Sequence[dict[str, Any]]) -> bool:
+    """Whether this reconcile measures the canary: a Canary with an analysis, a step
+    under way and a stable revision to go back to."""
+    return s.md.rollout.analysis is not None and _in_canary(s, mem, s.md.rollout.canary_steps, hist)
 
 
 def _in_canary(
@@ -81,21 +95,12 @@ def _at_step(
     started = mem.step_started_at or s.now
     duration = pause_seconds(pause)
     promoted = token is not None and token != mem.promote_token
+    rules = s.md.rollout.analysis
+    if rules is not None and not promoted:
+        return _analysed(s, mem, steps, goal, desired, rules)
     if pause is None or (duration and s.now - started >= duration) or promoted:
-        mem = replace(
-            mem,
-            step=index + 1,
-            step_started_at=s.now,
-            last_progress_at=s.now,
-            promote_token=token if promoted else mem.promote_token,
-        )
-        done = Event(
-            "Normal",
-            "CanaryStepComplete",
-            f"canary step {index + 1}/{len(steps)} ({goal}/{b.replicas} "
-            "replicas on the new revision) complete",
-        )
-        return Step(desired, mem, serving=mem.stable, events=(done,))
+        how = " (promoted by annotation)" if promoted else ""
+        return _advance(s, mem, steps, goal, desired, how, promote_token=token)
     when = (
         f"until {to_text(started + duration)}"
         if duration
@@ -113,3 +118,141 @@ def _at_step(
         reason="CanaryPaused",
         message=message,
     )
+
+
+def _advance(
+    s: Situation,
+    mem: Memory,
+    steps: Sequence[CanaryStep],
+    goal: int,
+    desired: dict[int, int],
+    how: str,
+    promote_token: str | None = None,
+) -> Step:
+    index = mem.step
+    mem = replace(
+        mem,
+        step=index + 1,
+        step_started_at=s.now,
+        last_progress_at=s.now,
+        promote_token=promote_token if promote_token is not None else mem.promote_token,
+        analysis=None,
+    )
+    done = Event(
+        "Normal",
+        "CanaryStepComplete",
+        f"canary step {index + 1}/{len(steps)} ({goal}/{s.budget.replicas} "
+        f"replicas on the new revision) complete{how}",
+    )
+    return Step(desired, mem, serving=mem.stable, events=(done,))
+
+
+def _fresh_interval(s: Situation, mem: Memory) -> Interval | None:
+    """The interval measured to its end at this step, with its share in place, that
+    has not been judged yet."""
+    reading = s.analysis
+    if reading is None or reading.completed is None or reading.key[2] != mem.step:
+        return None
+    done = reading.completed
+    judged = mem.analysis.judged_until if mem.analysis else 0.0
+    in_place_since = mem.step_started_at or s.now
+    if done.started_at < in_place_since or done.ended_at <= judged:
+        return None
+    return done
+
+
+def _figures(interval: Interval) -> dict[str, Any]:
+    """What status shows of an interval: requests, success rate, p99 of both revisions."""
+    c, st = interval.canary, interval.stable
+    out: dict[str, Any] = {
+        "requests": int(c.requests),
+        "serverErrors": int(c.server_errors),
+        "clientErrors": int(c.client_errors),
+        "successRate": round(c.success_rate, 2) if c.success_rate is not None else None,
+        "p99Ms": round(c.p99 * 1000, 2) if c.p99 is not None else None,
+        "stableRequests": int(st.requests),
+        "stableP99Ms": round(st.p99 * 1000, 2) if st.p99 is not None else None,
+        "canaryPods": len(c.measured),
+        "intervalSeconds": round(interval.ended_at - interval.started_at, 1),
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _judged(mem: Memory, interval: Interval, j: Judgement) -> AnalysisMemory:
+    am = mem.analysis if mem.analysis and mem.analysis.step == mem.step else None
+    am = am or AnalysisMemory(step=mem.step)
+    return replace(
+        am,
+        intervals=am.intervals + (j.verdict != Verdict.NO_DATA),
+        failed=am.failed + (j.verdict == Verdict.FAIL),
+        verdict=j.verdict.value,
+        message=j.message,
+        judged_until=interval.ended_at,
+        figures=_figures(interval),
+    )
+
+
+def _analysed(
+    s: Situation,
+    mem: Memory,
+    steps: Sequence[CanaryStep],
+    goal: int,
+    desired: dict[int, int],
+    rules: Analysis,
+) -> Step:
+    """A step in place under analysis: judge a newly measured interval, then abort,
+    advance (once any pause has also passed) or keep measuring."""
+    index = mem.step
+    interval = _fresh_interval(s, mem)
+    verdict: Verdict | None = None
+    if interval is not None:
+        j = judge(interval.canary, interval.stable, rules)
+        verdict = j.verdict
+        mem = replace(mem, analysis=_judged(mem, interval, j))
+    am = mem.analysis if mem.analysis and mem.analysis.step == index else AnalysisMemory(index)
+    mem = replace(mem, analysis=am)
+    where = f"canary step {index + 1}/{len(steps)}"
+    if am.failed >= rules.failure_limit:
+        return _abort(s, mem, where, am)
+    duration = pause_seconds(steps[index].pause)
+    pause_over = not duration or s.now - (mem.step_started_at or s.now) >= duration
+    if verdict is Verdict.PASS and pause_over:
+        return _advance(s, mem, steps, goal, desired, f": analysis passed ({am.message})")
+    target_rev = s.target_rev
+    version = target_rev.version if target_rev else "?"
+    said = f"; last interval {am.verdict}: {am.message}" if am.verdict else ""
+    measuring = (
+        f", measuring since {to_text(s.analysis.started_at)}" if s.analysis is not None else ""
+    )
+    message = (
+        f"{where}: {goal}/{s.budget.replicas} replicas on version {version}, "
+        f"analysis every {rules.interval_s:g}s{measuring}{said}"
+    )
+    return Step(
+        desired,
+        replace(mem, last_progress_at=s.now),
+        serving=mem.stable,
+        phase=Phase.PAUSED,
+        reason=ANALYSING,
+        message=message,
+    )
+
+
+def _abort(s: Situation, mem: Memory, where: str, am: AnalysisMemory) -> Step:
+    """The canary failed its analysis: latch the failure (as a crash loop would be)
+    and let the stable revision serve again; the spec stays as it is."""
+    message = f"analysis failed at {where}: {am.message}"
+    mem = replace(
+        mem,
+        failed=s.target,
+        failed_hash=mem.target_hash,
+        failure_reason=ANALYSIS_FAILED,
+        failure_message=message,
+    )
+    version = s.target_rev.version if s.target_rev else "?"
+    event = Event(
+        "Warning",
+        ANALYSIS_FAILED,
+        f"revision {s.target} (version {version}) {message}; rolling back to revision {mem.stable}",
+    )
+    return Step({}, mem, serving=mem.stable, events=(event,), aborted=True)

@@ -6,6 +6,7 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ..metering import CanaryReading
 from ..phases import Phase
 from ..pods import Event
 from ..revisions import Revision
@@ -42,6 +43,7 @@ class Situation:
     annotations: Mapping[str, str]
     gpu_slots: Callable[[], int] | None
     now: float
+    analysis: CanaryReading | None = None  # the canary's measured intervals, when analysed
 
     @property
     def target_rev(self) -> Revision | None:
@@ -68,6 +70,7 @@ class Step:
     reason: str = "RolloutInProgress"
     message: str = ""
     events: tuple[Event, ...] = ()
+    aborted: bool = False  # the canary failed its analysis: memory holds the failure
 
 
 def complete(target: Revision, olds: Sequence[Revision], replicas: int) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..phases import Phase
@@ -24,6 +24,44 @@ def to_time(text: Any) -> float | None:
 
 def to_text(epoch: float) -> str:
     return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class AnalysisMemory:
+    """The canary analysis of the current step (status.rollout.analysis)."""
+
+    step: int = 0
+    intervals: int = 0  # judged at this step
+    failed: int = 0
+    verdict: str = ""  # Passed, Failed or NoData, of the last judged interval
+    message: str = ""  # its figures against the thresholds
+    judged_until: float = 0.0  # the end of the last judged interval
+    figures: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_status(cls, raw: Mapping[str, Any] | None) -> AnalysisMemory:
+        raw = raw or {}
+        return cls(
+            step=int(raw.get("step") or 0),
+            intervals=int(raw.get("intervals") or 0),
+            failed=int(raw.get("failedIntervals") or 0),
+            verdict=str(raw.get("verdict") or ""),
+            message=str(raw.get("message") or ""),
+            judged_until=to_time(raw.get("judgedUntil")) or 0.0,
+            figures=dict(raw.get("figures") or {}),
+        )
+
+    def to_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "step": self.step,
+            "intervals": self.intervals,
+            "failedIntervals": self.failed,
+            "verdict": self.verdict or None,
+            "message": self.message or None,
+            "judgedUntil": to_text(self.judged_until) if self.judged_until else None,
+            "figures": dict(self.figures) or None,
+        }
+        return {k: v for k, v in out.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -46,6 +84,7 @@ class Memory:
     promote_token: str | None = None
     retry_token: str | None = None
     gpu_limited: bool = False
+    analysis: AnalysisMemory | None = None
 
     @classmethod
     def from_status(cls, raw: Mapping[str, Any] | None) -> Memory:
@@ -67,6 +106,7 @@ class Memory:
             promote_token=raw.get("promoteToken"),
             retry_token=raw.get("retryToken"),
             gpu_limited=bool(raw.get("gpuLimited")),
+            analysis=AnalysisMemory.from_status(raw["analysis"]) if raw.get("analysis") else None,
         )
 
     def to_status(self) -> dict[str, Any]:
@@ -87,5 +127,6 @@ class Memory:
             "promoteToken": self.promote_token,
             "retryToken": self.retry_token,
             "gpuLimited": self.gpu_limited or None,
+            "analysis": self.analysis.to_status() if self.analysis else None,
         }
         return {k: v for k, v in out.items() if v is not None}

@@ -81,6 +81,6 @@ def requeue_after(s: Situation, decided: Step, deadline_exceeded: bool) -> float
         and not deadline_exceeded
     ):
         requeue = max(1.0, mem.last_progress_at + deadline - s.now + 1)
-    if decided.phase == Phase.PAUSED and decided.reason == "CanaryPaused":
+    if decided.phase == Phase.PAUSED and decided.reason in ("CanaryPaused", canary.ANALYSING):
         requeue = canary.requeue_after(s, mem) or requeue
     return requeue

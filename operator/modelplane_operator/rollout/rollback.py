@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..phases import Phase
 from . import rolling
+from .canary import ANALYSIS_FAILED
 from .decision import Situation, Step, complete
 from .memory import Memory
 from .target import RETRY_ANNOTATION
@@ -36,4 +37,6 @@ def step(s: Situation, mem: Memory) -> Step:
         f"{RETRY_ANNOTATION} to try again."
     )
     phase = Phase.ROLLED_BACK if done else Phase.ROLLING_BACK
-    return Step(desired, mem, serving=stable, phase=phase, reason=phase, message=message)
+    # A canary its own metrics failed says so (a crash loop or deadline says RolledBack).
+    reason = ANALYSIS_FAILED if mem.failure_reason == ANALYSIS_FAILED else phase
+    return Step(desired, mem, serving=stable, phase=phase, reason=reason, message=message)

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factories import md_body
+from modelplane_operator.metering import CanaryReading
 from modelplane_operator.revisions import Revision
 from modelplane_operator.rollout import (
     PROMOTE_ANNOTATION,
@@ -54,6 +55,7 @@ class Sim:
         self.now = 1_000_000.0
         self.min_ready_seen: int | None = None
         self.max_pods_seen = 0
+        self.analysis: CanaryReading | None = None  # what the canary's pods measured
 
     def pods(self) -> int:
         return sum(r.pods for r in self.revisions.values())
@@ -69,6 +71,7 @@ class Sim:
             lambda: max(0, self.gpus - self.pods()),
             self.now,
             {**META, "version": version},
+            self.analysis,
         )
         self.memory, self.history = p.memory, p.history
         if p.create_target:
