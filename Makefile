@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help venv tools images cluster cluster-down cluster-status operator demo chart-sync bundle reliability bench-precision bench-venv bench-runtime bench-operator lint test test-unit test-server test-cluster test-node kind clean
+.PHONY: help venv tools images cluster cluster-down cluster-status operator demo chart-sync bundle reliability bench-precision bench-venv bench-runtime bench-operator canary-plot lint test test-unit test-server test-cluster test-node kind clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -87,6 +87,11 @@ bench-runtime: bench-venv ## runtime benchmark (BENCH_ARGS="--baseline REF" adds
 
 bench-operator: venv tools ## operator benchmark at 1000 objects: writes docs/benchmarks/operator.*
 	$(PY) benchmarks/operator/bench.py
+
+canary-plot: venv tools images ## a real aborted canary on the real node: docs/benchmarks/canary-abort.json, docs/canary-abort.png
+	MODELPLANE_REAL_NODE=1 MODELPLANE_CANARY_TIMELINE=$(CURDIR)/docs/benchmarks/canary-abort.json \
+	  $(PY) -m pytest -q tests/operator/node/test_node_analysis.py -k fails_a_share
+	$(PY) benchmarks/canary/plot.py
 
 kind: ## a kind cluster for users with Docker
 	bash hack/kind.sh

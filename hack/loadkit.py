@@ -25,6 +25,7 @@ class Outcome:
     version: str
     seconds: float
     error: str = ""
+    body: int = 0  # which of the loop's bodies was sent
 
 
 @dataclass
@@ -36,6 +37,10 @@ class ClosedLoop:
     clients: int = 4
     max_requests: int = 40_000
     max_seconds: float = 300.0
+    bodies: tuple[dict[str, Any], ...] = (BODY,)  # sent in turn by each client
+    # A new connection per request: kube-proxy picks an endpoint per connection, so
+    # traffic spreads by ready pods (as a canary's share needs), not by who came first.
+    fresh: bool = False
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -54,20 +59,26 @@ class ClosedLoop:
             thread.join(timeout=30)
 
     def _run(self) -> None:
-        with httpx.Client(timeout=10) as client:
+        sent = 0
+        limits = httpx.Limits(max_keepalive_connections=0) if self.fresh else httpx.Limits()
+        with httpx.Client(timeout=10, limits=limits) as client:
             while not self._stop.is_set() and len(self.outcomes) < self.max_requests:
                 if time.monotonic() - self.started > self.max_seconds:
                     return
                 t0 = time.monotonic()
+                which = sent % len(self.bodies)
+                sent += 1
                 try:
-                    response = client.post(f"{self.url}/v2/models/tiny/infer", json=BODY)
+                    response = client.post(
+                        f"{self.url}/v2/models/tiny/infer", json=self.bodies[which]
+                    )
                     ok = response.status_code == 200
                     version = response.json().get("model_version", "") if ok else ""
                     error = "" if ok else f"HTTP {response.status_code}: {response.text[:200]}"
                 except (httpx.HTTPError, ValueError) as exc:
                     ok, version, error = False, "", f"{type(exc).__name__}: {exc}"
                 self.outcomes.append(
-                    Outcome(t0 - self.started, ok, version, time.monotonic() - t0, error)
+                    Outcome(t0 - self.started, ok, version, time.monotonic() - t0, error, which)
                 )
 
     def figures(self) -> dict[str, Any]:

@@ -64,6 +64,7 @@ def status(api: client.CustomObjectsApi, namespace: str, name: str) -> str:
         lines.append(
             f"  {c['type']:<12} {c['status']:<6} {c.get('reason', ''):<26} {c.get('message', '')}"
         )
+    lines += _analysis_lines(st) + _autoscaling_lines(st)
     lines.append("history:")
     lines.append(f"  {'REVISION':<9} {'VERSION':<12} {'OUTCOME':<11} {'STARTED':<21} MESSAGE")
     for h in st.get("history") or ():
@@ -72,6 +73,31 @@ def status(api: client.CustomObjectsApi, namespace: str, name: str) -> str:
             f"{h.get('startedAt', ''):<21} {h.get('message', '')}"
         )
     return "\n".join(lines)
+
+
+def _analysis_lines(st: dict[str, Any]) -> list[str]:
+    """The canary step's analysis: the last interval's figures and verdict."""
+    analysis = (st.get("rollout") or {}).get("analysis")
+    if not analysis:
+        return []
+    figures = analysis.get("figures") or {}
+    shown = ", ".join(f"{k} {v}" for k, v in figures.items())
+    return [
+        f"analysis (step {analysis.get('step', 0) + 1}): {analysis.get('intervals', 0)} "
+        f"intervals judged, {analysis.get('failedIntervals', 0)} failed",
+        f"  last: {analysis.get('verdict', '-')}: {analysis.get('message', '-')}",
+        *([f"  figures: {shown}"] if shown else []),
+    ]
+
+
+def _autoscaling_lines(st: dict[str, Any]) -> list[str]:
+    scaling = st.get("autoscaling")
+    if not scaling:
+        return []
+    return [
+        f"autoscaling: {scaling.get('replicas')} replicas (load asks for "
+        f"{scaling.get('desiredReplicas')}), {scaling.get('reason')}: {scaling.get('message')}"
+    ]
 
 
 def previous_revision(obj: dict[str, Any]) -> int | None:

@@ -184,6 +184,49 @@ CASES = [
         variant("spec.runtime", {"gpuClaim": {}, "precision": "int8"}),
         "remove runtime.gpuClaim",
     ),
+    (
+        "analysis without a rule",
+        variant(
+            "spec.rollout",
+            {
+                "strategy": "Canary",
+                "canary": {"steps": [{"weight": 50}], "analysis": {"interval": "30s"}},
+            },
+        ),
+        "rollout.canary.analysis needs a rule to judge by",
+    ),  # fmt: skip
+    (
+        "analysis latency without a unit",
+        variant(
+            "spec.rollout",
+            {
+                "strategy": "Canary",
+                "canary": {"steps": [{"weight": 50}], "analysis": {"maxP99Latency": "250"}},
+            },
+        ),
+        "spec.rollout.canary.analysis.maxP99Latency",
+    ),  # fmt: skip
+    (
+        "analysis success rate above 100",
+        variant(
+            "spec.rollout",
+            {
+                "strategy": "Canary",
+                "canary": {"steps": [{"weight": 50}], "analysis": {"minSuccessRate": 101}},
+            },
+        ),
+        "spec.rollout.canary.analysis.minSuccessRate",
+    ),  # fmt: skip
+    (
+        "autoscaling min above max",
+        variant("spec.autoscaling", {"minReplicas": 4, "maxReplicas": 2, "targetInFlight": 4}),
+        "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+    ),
+    (
+        "autoscaling without a target",
+        variant("spec.autoscaling", {"maxReplicas": 2}),
+        "spec.autoscaling.targetInFlight: Required value",
+    ),
     # Found by the manifest fuzz: the API server answered 500 to every apply of such a pod.
     (
         "duplicate image pull secret",
@@ -241,6 +284,22 @@ def test_kubectl_explain_reads_the_field_descriptions(cluster: Cluster, crds: No
         assert len(description) > 20, (field, out)
     out = cluster.kubectl("explain", "md.status.gpuAllocation").stdout
     assert "allocated" in out
+
+
+def test_scaling_an_autoscaled_model_deployment_is_refused_with_the_reason(
+    cluster: Cluster, namespace: str, crds: None
+) -> None:
+    """What an HPA (or kubectl scale) would do through the scale subresource is refused
+    while spec.autoscaling is set; without it, scaling works as before."""
+    body = variant("spec.autoscaling", {"maxReplicas": 3, "targetInFlight": 4}, name="auto")
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
+    proc = cluster.kubectl("scale", "md/auto", "--replicas", "3", "-n", namespace, check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert "spec.replicas cannot change while spec.autoscaling is set" in proc.stderr
+    assert cluster.get_json("md", "auto", "-n", namespace)["spec"]["replicas"] == 1
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(VALID))
+    cluster.kubectl("scale", "md/valid", "--replicas", "2", "-n", namespace)
+    assert cluster.get_json("md", "valid", "-n", namespace)["spec"]["replicas"] == 2
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
