@@ -110,14 +110,7 @@ def _at_step(
         f"canary step {index + 1}/{len(steps)}: {goal}/{b.replicas} replicas "
         f"on version {target_rev.version}, paused {when}"
     )
-    return Step(
-        desired,
-        replace(mem, last_progress_at=s.now),
-        serving=mem.stable,
-        phase=Phase.PAUSED,
-        reason="CanaryPaused",
-        message=message,
-    )
+    return _hold(s, mem, desired, "CanaryPaused", message)
 
 
 def _advance(
@@ -228,12 +221,17 @@ def _analysed(
         f"{where}: {goal}/{s.budget.replicas} replicas on version {version}, "
         f"analysis every {rules.interval_s:g}s{measuring}{said}"
     )
+    return _hold(s, mem, desired, ANALYSING, message)
+
+
+def _hold(s: Situation, mem: Memory, desired: dict[int, int], reason: str, message: str) -> Step:
+    """Stay at this step; time held is not time without progress."""
     return Step(
         desired,
         replace(mem, last_progress_at=s.now),
         serving=mem.stable,
         phase=Phase.PAUSED,
-        reason=ANALYSING,
+        reason=reason,
         message=message,
     )
 
