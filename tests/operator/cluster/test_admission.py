@@ -194,7 +194,7 @@ CASES = [
             },
         ),
         "rollout.canary.analysis needs a rule to judge by",
-    ),  # fmt: skip
+    ),
     (
         "analysis latency without a unit",
         variant(
@@ -205,7 +205,7 @@ CASES = [
             },
         ),
         "spec.rollout.canary.analysis.maxP99Latency",
-    ),  # fmt: skip
+    ),
     (
         "analysis success rate above 100",
         variant(
@@ -216,7 +216,7 @@ CASES = [
             },
         ),
         "spec.rollout.canary.analysis.minSuccessRate",
-    ),  # fmt: skip
+    ),
     (
         "autoscaling min above max",
         variant("spec.autoscaling", {"minReplicas": 4, "maxReplicas": 2, "targetInFlight": 4}),

@@ -3,17 +3,18 @@ verdicts against the rules, and what the planner does with them."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_rollout_planner import deployed, spec
 
 from modelplane_operator.analysis import Figures, Snapshot, Verdict, figures, judge
 from modelplane_operator.metering import CanaryReading, Interval
 from modelplane_operator.podmetrics import PodSample, bucket_quantile, parse_sample
 from modelplane_operator.spec import Analysis
-from test_rollout_planner import deployed, spec
 
 BOUNDS = (0.001, 0.01, 0.1, 1.0, math.inf)
 RULES = Analysis(interval_s=30, min_requests=20, min_success_rate=99.0, failure_limit=2)
@@ -117,14 +118,14 @@ def test_contiguous_intervals_add_up_to_what_was_served(steps: list[tuple[int, i
     """Across restarts, the intervals' successes sum to every request served after the
     first scrape (a restart between scrapes loses nothing: it counts from zero)."""
     served_total, ok, started, snaps = 0, 0.0, 0.0, []
-    for i, (new_ok, new_err, restart) in enumerate(steps):
+    for i, (new_ok, _errors, restart) in enumerate(steps):
         if restart and i:
             ok, started = 0.0, float(i) - 0.5
         ok += new_ok
         if i:
             served_total += new_ok
         snaps.append(Snapshot(float(i), {"p": sample("p", ok, 0, started=started)}))
-    summed = sum(figures(a, b).successes for a, b in zip(snaps, snaps[1:], strict=False))
+    summed = sum(figures(a, b).successes for a, b in itertools.pairwise(snaps))
     assert summed == served_total
 
 
