@@ -33,7 +33,9 @@ def main() -> int:
     ax.plot(seconds, errors, label="failed requests, all traffic (%)", color="tab:red")
     abort = data["changed_at_s"] + data["aborted_after_s"]
     ax.axvline(data["changed_at_s"], color="grey", linestyle=":", label="canary applied")
-    ax.axvline(abort, color="black", linestyle="--", label="status reads RolledBack (stable restored)")
+    ax.axvline(
+        abort, color="black", linestyle="--", label="status reads RolledBack (stable restored)"
+    )
     ax.set_xlabel("seconds since the load started")
     ax.set_ylabel("% of requests per second")
     ax.set_ylim(0, 100)

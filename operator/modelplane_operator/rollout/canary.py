@@ -61,12 +61,6 @@ def requeue_after(s: Situation, mem: Memory) -> float | None:
     return min(times) if times else None
 
 
-def analysing(s: Situation, mem: Memory, hist: Sequence[dict[str, Any]]) -> bool:
-    """Whether this reconcile measures the canary: a Canary with an analysis, a step
-    under way and a stable revision to go back to."""
-    return s.md.rollout.analysis is not None and _in_canary(s, mem, s.md.rollout.canary_steps, hist)
-
-
 def _in_canary(
     s: Situation, mem: Memory, steps: Sequence[CanaryStep], hist: Sequence[dict[str, Any]]
 ) -> bool:
