@@ -41,10 +41,14 @@ class Decision:
     measured: int = 0  # pods read
 
 
+def within(replicas: int, rules: Autoscaling) -> int:
+    """``replicas`` held to [minReplicas, maxReplicas]."""
+    return min(rules.max_replicas, max(rules.min_replicas, replicas))
+
+
 def recommend(in_flight: float, rules: Autoscaling) -> int:
     # A hair below the target is the target: 8.0000001 in flight at 4 each is 2 replicas.
-    wanted = math.ceil(in_flight / rules.target_in_flight - 1e-6)
-    return min(rules.max_replicas, max(rules.min_replicas, wanted))
+    return within(math.ceil(in_flight / rules.target_in_flight - 1e-6), rules)
 
 
 def stabilise(
@@ -72,7 +76,7 @@ def decide(
     in_flight: float,
 ) -> Decision:
     """``free_slots``: replicas the free GPUs can still take (None: no GPUs used)."""
-    current = min(rules.max_replicas, max(rules.min_replicas, current))
+    current = within(current, rules)
     desired = stabilise(current, history, now, rules)
     load = f"{in_flight:g} in flight for a target of {rules.target_in_flight:g} per replica"
     if desired > current and free_slots is not None and desired - current > free_slots:

@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from .allocation import GpuAllocation, claim_allocation, extended_allocation
-from .autoscale import Decision, ScaleReason, decide
+from .autoscale import Decision, ScaleReason, decide, within
 from .compare import contains
 from .config import OperatorConfig
 from .devices import free_claim_slots, mapped_slots
@@ -286,8 +286,7 @@ def _autoscale(
     """The replica count the load asks for and the free GPUs allow (spec.autoscaling)."""
     rules = md.autoscaling
     assert rules is not None
-    current = int((previous.get("autoscaling") or {}).get("replicas") or md.replicas)
-    current = min(rules.max_replicas, max(rules.min_replicas, current))
+    current = within(int((previous.get("autoscaling") or {}).get("replicas") or md.replicas), rules)
     reading = meters.load(md.uid, seen.revisions.values(), md.port, rules, now)
     if not reading.measured or reading.failed:
         why = "; ".join(f"{p}: {e}" for p, e in sorted(reading.failed.items())) or "no ready pod"

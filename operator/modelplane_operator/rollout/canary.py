@@ -143,7 +143,8 @@ def _fresh_interval(s: Situation, mem: Memory) -> Interval | None:
     done = reading.completed
     judged = mem.analysis.judged_until if mem.analysis else 0.0
     in_place_since = mem.step_started_at or s.now
-    if done.started_at < in_place_since or done.ended_at <= judged:
+    # Within a millisecond of the one judged last is that one: intervals last seconds.
+    if done.started_at < in_place_since or done.ended_at <= judged + 0.001:
         return None
     return done
 
@@ -165,9 +166,15 @@ def _figures(interval: Interval) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def _step_analysis(mem: Memory) -> AnalysisMemory:
+    """The analysis of the current step: what memory holds of it, or a fresh one."""
+    if mem.analysis is not None and mem.analysis.step == mem.step:
+        return mem.analysis
+    return AnalysisMemory(step=mem.step)
+
+
 def _judged(mem: Memory, interval: Interval, j: Judgement) -> AnalysisMemory:
-    am = mem.analysis if mem.analysis and mem.analysis.step == mem.step else None
-    am = am or AnalysisMemory(step=mem.step)
+    am = _step_analysis(mem)
     return replace(
         am,
         intervals=am.intervals + (j.verdict != Verdict.NO_DATA),
@@ -196,7 +203,7 @@ def _analysed(
         j = judge(interval.canary, interval.stable, rules)
         verdict = j.verdict
         mem = replace(mem, analysis=_judged(mem, interval, j))
-    am = mem.analysis if mem.analysis and mem.analysis.step == index else AnalysisMemory(index)
+    am = _step_analysis(mem)
     mem = replace(mem, analysis=am)
     where = f"canary step {index + 1}/{len(steps)}"
     if am.failed >= rules.failure_limit:

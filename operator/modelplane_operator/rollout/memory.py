@@ -26,6 +26,11 @@ def to_text(epoch: float) -> str:
     return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def to_precise_text(epoch: float) -> str:
+    """With microseconds: a time compared with another one must survive status intact."""
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 @dataclass(frozen=True)
 class AnalysisMemory:
     """The canary analysis of the current step (status.rollout.analysis)."""
@@ -58,7 +63,7 @@ class AnalysisMemory:
             "failedIntervals": self.failed,
             "verdict": self.verdict or None,
             "message": self.message or None,
-            "judgedUntil": to_text(self.judged_until) if self.judged_until else None,
+            "judgedUntil": to_precise_text(self.judged_until) if self.judged_until else None,
             "figures": dict(self.figures) or None,
         }
         return {k: v for k, v in out.items() if v is not None}

@@ -14,6 +14,7 @@ from test_rollout_planner import deployed, spec
 from modelplane_operator.analysis import Figures, Snapshot, Verdict, figures, judge
 from modelplane_operator.metering import CanaryReading, Interval
 from modelplane_operator.podmetrics import PodSample, bucket_quantile, parse_sample
+from modelplane_operator.rollout import Memory
 from modelplane_operator.spec import Analysis
 
 BOUNDS = (0.001, 0.01, 0.1, 1.0, math.inf)
@@ -184,12 +185,16 @@ def test_a_failing_canary_is_aborted_after_the_failure_limit_and_stable_restored
     assert p.phase == "Paused" and p.reason == "CanaryAnalysing"
     assert (sim.revisions[2].ready, sim.revisions[1].replicas) == (1, 3)
     key = (2, 1, 0)
-    sim.now += 40
+    sim.now += 40.7  # a scrape's time has a fraction of a second; status must keep it
     sim.analysis = CanaryReading(key, sim.now, _interval(sim.now, 90, 10))
     p = sim.step("v2", "2.0.0")
     assert p.phase == "Paused" and "Failed: success 90.0% < 99%" in p.message
     assert p.memory.analysis is not None and p.memory.analysis.failed == 1
     p = sim.step("v2", "2.0.0")  # the same interval again: judged once only
+    assert p.memory.analysis is not None and p.memory.analysis.failed == 1
+    # Also once the memory has been through status, as the operator reads it back.
+    sim.memory = Memory.from_status(sim.memory.to_status())
+    p = sim.step("v2", "2.0.0")
     assert p.memory.analysis is not None and p.memory.analysis.failed == 1
     sim.now += 30
     sim.analysis = CanaryReading(key, sim.now, _interval(sim.now, 80, 20))
