@@ -173,5 +173,8 @@ build_module_tool kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwo
   "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
 build_module_tool helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
   "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+# The local cluster's OCI registries (hack/localcluster/registries.py).
+build_module_tool registry github.com/distribution/distribution/v3 "$DISTRIBUTION_VERSION" \
+  github.com/distribution/distribution/v3/cmd/registry
 build_kstatus
 echo "$bin"

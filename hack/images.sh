@@ -80,10 +80,39 @@ fi
 
 # --------------------------------------------------------------------- the images
 sources_hash() { # the content every image copies (its dockerignore keeps only these)
-  find pyproject.toml operator/modelplane_operator runtime/modelplane_runtime \
+  find pyproject.toml operator/modelplane_operator runtime/modelplane_runtime runtime/modelplane_oci \
     -type f ! -path '*__pycache__*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12
 }
 src=$(sources_hash)
+
+# ------------------------------------------------------------------ disk space
+# The runtime image carries torch's CUDA libraries: building it needs its venv once in
+# buildah's storage, once in the archive and once more in containerd's store. A cache
+# that keeps older builds besides fills a CI disk, so older builds go before a new one.
+GIB=$((1 << 30))
+ROOM_GIB_RUNTIME=${ROOM_GIB_RUNTIME:-24}
+ROOM_GIB_OTHER=${ROOM_GIB_OTHER:-2}
+free_gib() { echo $(( $(df --output=avail -B1 "$cache" | tail -1) / GIB )); }
+last_deps="$cache/buildah/last-wheel-key"
+
+make_room() { # make_room NAME: drop older builds of NAME; fail clearly if still short
+  local name=$1 old
+  rm -f "$images/$name-"*.oci.tar
+  old=$(bud images --format '{{.Name}}:{{.Tag}}' | grep "^localhost/modelplane/$name:" || true)
+  [ -z "$old" ] || bud rmi $old >/dev/null 2>&1 || true
+  # New dependencies: the cached layers of the old ones (unnamed images) are useless.
+  # Kept otherwise, so that a source change reuses the dependency layer.
+  if [ "$(cat "$last_deps" 2>/dev/null)" != "$wheel_key" ]; then
+    bud rmi --prune >/dev/null 2>&1 || true
+  fi
+  local need=$ROOM_GIB_OTHER
+  [ "$name" != runtime ] || need=$ROOM_GIB_RUNTIME
+  if [ "$(free_gib)" -lt "$need" ]; then
+    log "not enough disk for the $name image: $(free_gib) GiB free under $cache, about $need GiB needed"
+    du -sh "$cache"/* 2>/dev/null | sort -h | tail -6 | sed 's/^/[images]   /' >&2
+    exit 1
+  fi
+}
 
 build() { # build NAME DOCKERFILE TARGET -> prints the image reference
   local name=$1 dockerfile=$2 target=$3
@@ -95,6 +124,7 @@ build() { # build NAME DOCKERFILE TARGET -> prints the image reference
   if [ ! -s "$archive" ]; then
     local t0=$SECONDS
     if ! bud inspect --type image "$ref" >/dev/null 2>&1; then
+      make_room "$name"
       log "building $ref ($dockerfile, target $target)"
       bud bud --layers --isolation chroot --network host --quiet \
         -f "$dockerfile" --ignorefile "$dockerfile.dockerignore" ${target:+--target "$target"} \
@@ -108,10 +138,6 @@ build() { # build NAME DOCKERFILE TARGET -> prints the image reference
     bud push --quiet --disable-compression "$ref" "oci-archive:$archive.part:$ref"
     mv "$archive.part" "$archive"
     printf '%s %s %s\n' "$name" "$tag" "$((SECONDS - t0))" >>"$images/build-times.log"
-    # Older builds of this image leave buildah's storage (their layers stay cached).
-    local old
-    old=$(bud images --format '{{.Name}}:{{.Tag}}' | grep "^localhost/modelplane/$name:" | grep -v ":$tag\$" || true)
-    [ -z "$old" ] || bud rmi $old >/dev/null 2>&1 || true
   fi
   echo "$ref"
 }
@@ -139,6 +165,7 @@ pause=$(pause_image)
 runtime=$(build runtime runtime/Dockerfile runtime)
 storage=$(build storage-initializer runtime/Dockerfile storage)
 operator=$(build operator operator/Dockerfile "")
+mkdir -p "$(dirname "$last_deps")" && echo "$wheel_key" >"$last_deps"
 cat >"$images/images.env" <<ENV
 MODELPLANE_PAUSE_IMAGE=$pause
 MODELPLANE_RUNTIME_IMAGE=$runtime

@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from . import addresses
+from . import addresses, registries
 from .components import Component, Site, kubeconfig_flags
 from .paths import CACHE_DIR, CLUSTERS_DIR
 from .pki import NODE_NAME
@@ -53,12 +53,14 @@ PROCESS_NAMES = (
     "kube-proxy",
     "coredns",
     "metrics-server",
+    "registry",
 )
 HOST_PACKAGES = {
     "containerd": "containerd",
     "runc": "runc",
     "iptables": "iptables",
     "conntrack": "conntrack",
+    "htpasswd": "apache2-utils",  # the private registry's bcrypt htpasswd file
     str(CNI_BIN / "bridge"): "containernetworking-plugins",
 }
 
@@ -129,8 +131,11 @@ state = "{CONTAINERD_STATE}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN}"
     conf_dir = "{node / "cni"}"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{node / "certs.d"}"
 """
     )
+    registries.containerd_hosts(c, node / "certs.d")
     # Pod networking: one bridge, host-local addresses in NODE_POD_CIDR, no masquerade
     # (nothing may leave the machine; the host reaches the bridge directly).
     conflist = {
@@ -210,9 +215,16 @@ def _import_images(c: Site) -> None:
 
 
 def import_images() -> list[str]:
-    """Import each built image containerd lacks; drop older tags of modelplane's images."""
+    """Import each built image containerd lacks; drop older tags of modelplane's images.
+
+    Older tags go first, with a synchronous garbage collection, so that the disk never
+    holds an old and a new runtime image (several GB each) at once.
+    """
     wanted = image_refs()
     have = set(ctr("images", "ls", "-q", check=False).split())
+    stale = [r for r in have if r.startswith("localhost/modelplane/") and r not in wanted.values()]
+    if stale:
+        ctr("images", "rm", "--sync", *stale, check=False)
     imported = []
     for ref in wanted.values():
         name, _, tag = ref.rpartition(":")
@@ -223,9 +235,6 @@ def import_images() -> list[str]:
                 timeout=IMPORT_TIMEOUT_S,
             )  # fmt: skip
             imported.append(ref)
-    stale = [r for r in have if r.startswith("localhost/modelplane/") and r not in wanted.values()]
-    if stale:
-        ctr("images", "rm", *stale, check=False)
     return imported
 
 
@@ -475,6 +484,8 @@ def _http_ok(url: str) -> bool:
 
 NODE = (
     Component("host-network", prepare=_host_network_up, cleanup=_host_network_down),
+    # On node-0's address, before containerd, whose hosts directory names their ports.
+    *registries.COMPONENTS,
     Component(
         "containerd",
         _containerd,

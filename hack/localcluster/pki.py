@@ -38,6 +38,8 @@ def write_pki(pki: Path) -> None:
     # The aggregator's client cert (metrics-server trusts the user headers it sends).
     ca.client("front-proxy-client", None, "front-proxy-client")
     ca.server("metrics-server", "metrics-server", ["metrics-server.kube-system.svc"], [NODE_IP])
+    # The cluster's OCI registries (registries.py), served on node-0's address.
+    ca.server("registry", "registry", ["localhost"], [NODE_IP, "127.0.0.1"])
     _write_service_account_keys(pki)
 
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -46,6 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("MODELPLANE_STORAGE_IMAGE", DEFAULT_STORAGE_IMAGE),
         help="image of the storage-initializer init container (http, file, pvc, s3, gs)",
     )
+    p.add_argument(
+        "--pin-image-registries",
+        default=env("MODELPLANE_PIN_IMAGE_REGISTRIES", ""),
+        help="comma-separated registries (host[:port], or *) whose runtime-image tags are "
+        "resolved to digests when a revision is made; oci:// models are always pinned",
+    )
+    p.add_argument(
+        "--registry-ca-file",
+        default=env("MODELPLANE_REGISTRY_CA_FILE", ""),
+        help="PEM bundle trusted for registries besides the system's (a private CA)",
+    )
+    p.add_argument(
+        "--insecure-registries",
+        default=env("MODELPLANE_INSECURE_REGISTRIES", ""),
+        help="comma-separated registries served over plain HTTP (never for production)",
+    )
     p.add_argument("--cluster-domain", default=env("MODELPLANE_CLUSTER_DOMAIN", "cluster.local"))
     p.add_argument("--metrics-port", type=int, default=int(env("MODELPLANE_METRICS_PORT", "9090")))
     p.add_argument("--health-port", type=int, default=int(env("MODELPLANE_HEALTH_PORT", "8081")))
@@ -74,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _hosts(text: str) -> tuple[str, ...]:
+    return tuple(h.strip() for h in text.split(",") if h.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     memory.limit_malloc_arenas()
     args = build_parser().parse_args(argv)
@@ -83,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             gpu_runtime_image=args.gpu_runtime_image,
             storage_initializer_image=args.storage_initializer_image,
             cluster_domain=args.cluster_domain,
+            pin_image_registries=_hosts(args.pin_image_registries),
+            registry_ca=Path(args.registry_ca_file).read_text() if args.registry_ca_file else "",
+            insecure_registries=_hosts(args.insecure_registries),
         ),
         resync_seconds=args.resync_seconds,
         peering_lifetime=args.peering_lifetime,

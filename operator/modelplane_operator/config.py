@@ -20,3 +20,8 @@ class OperatorConfig:
     storage_initializer_image: str = DEFAULT_STORAGE_IMAGE
     cluster_domain: str = "cluster.local"
     field_manager: str = FIELD_MANAGER
+    # Registries whose runtime-image tags are resolved to digests per revision ("*": all).
+    # Off unless configured: resolving needs the operator to reach the registry.
+    pin_image_registries: tuple[str, ...] = ()
+    registry_ca: str = ""  # PEM: extra trust for registries (a private CA)
+    insecure_registries: tuple[str, ...] = ()  # host:port served over plain HTTP

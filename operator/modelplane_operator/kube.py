@@ -63,6 +63,12 @@ class Kube:
             lambda: self.core.read_namespaced_service(name, namespace, _preload_content=False)
         )
 
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A registry pull secret (only with the opt-in RBAC: rbac.registrySecrets)."""
+        return self._get(
+            lambda: self.core.read_namespaced_secret(name, namespace, _preload_content=False)
+        )
+
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         resp: Any = _retry(
             lambda: self.core.list_namespaced_pod(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
+from modelplane_oci.reference import OCI_SCHEME
+
 from .config import OperatorConfig
-from .revisions import REVISION_LABEL, TEMPLATE_HASH, deployment_name
+from .revisions import PINS_ANNOTATION, REVISION_LABEL, TEMPLATE_HASH, deployment_name
 from .spec import (
     API_VERSION,
     GPU_RESOURCE,
@@ -23,6 +27,9 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_CLAIM = "gpu"
 GPU_CONFIG_API = "resource.nvidia.com/v1beta1"
 MODEL_DIR = "/mnt/models"
+# The storage initializer's registry credentials (oci:// models), one Docker config per
+# pull secret, read-only and in that container only.
+REGISTRY_AUTH_DIR = "/var/run/modelplane/registry-auth"
 DEPLOYMENT_LABEL = "modelplane.io/deployment"
 MANAGED_BY = "modelplane"
 RUNTIME_CONTAINER = "runtime"
@@ -126,7 +133,23 @@ def _storage_initializer(md: ModelDeploymentSpec, config: OperatorConfig) -> dic
         "securityContext": _restricted_container_security(),
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
     }
-    if md.secret_name:
+    if md.uri.startswith(OCI_SCHEME):
+        # Registry credentials as files (a Docker config per pull secret), never env.
+        if registry_secrets(md):
+            env.append({"name": "MODELPLANE_REGISTRY_AUTH_DIR", "value": REGISTRY_AUTH_DIR})
+            container["volumeMounts"].append(
+                {"name": "registry-auth", "mountPath": REGISTRY_AUTH_DIR, "readOnly": True}
+            )
+        if config.registry_ca:
+            env.append({"name": "MODELPLANE_REGISTRY_CA", "value": config.registry_ca})
+        if config.insecure_registries:
+            env.append(
+                {
+                    "name": "MODELPLANE_INSECURE_REGISTRIES",
+                    "value": ",".join(config.insecure_registries),
+                }
+            )
+    elif md.secret_name:
         # Credentials reach the process environment only; never args, status or logs.
         container["envFrom"] = [{"secretRef": {"name": md.secret_name}}]
     if md.uri.startswith("pvc://"):
@@ -136,7 +159,15 @@ def _storage_initializer(md: ModelDeploymentSpec, config: OperatorConfig) -> dic
     return container
 
 
-def _image(md: ModelDeploymentSpec, config: OperatorConfig) -> str:
+def registry_secrets(md: ModelDeploymentSpec) -> list[str]:
+    """Secrets whose registry credentials apply to an oci:// model: secretRef, then the
+    pod's imagePullSecrets (the ones the kubelet uses for the same registry)."""
+    names = [md.secret_name] if md.secret_name else []
+    names += [str(s.get("name")) for s in md.pod.image_pull_secrets if s.get("name")]
+    return list(dict.fromkeys(names))
+
+
+def runtime_image(md: ModelDeploymentSpec, config: OperatorConfig) -> str:
     if md.image:
         return md.image
     return config.gpu_runtime_image if md.uses_gpu else config.runtime_image
@@ -145,7 +176,7 @@ def _image(md: ModelDeploymentSpec, config: OperatorConfig) -> str:
 def _runtime_container(md: ModelDeploymentSpec, config: OperatorConfig) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": RUNTIME_CONTAINER,
-        "image": _image(md, config),
+        "image": runtime_image(md, config),
         "command": ["modelplane-runtime"],
         "ports": [{"name": "http", "containerPort": md.port, "protocol": "TCP"}],
         "env": _runtime_env(md),
@@ -190,6 +221,24 @@ def build_pod_template(md: ModelDeploymentSpec, config: OperatorConfig) -> dict[
         {"name": "model", "emptyDir": {}},
         {"name": "tmp", "emptyDir": {}},
     ]
+    if md.uri.startswith(OCI_SCHEME) and registry_secrets(md):
+        volumes.append(
+            {
+                "name": "registry-auth",
+                "projected": {
+                    "sources": [
+                        {
+                            "secret": {
+                                "name": name,
+                                "items": [{"key": ".dockerconfigjson", "path": f"{name}.json"}],
+                                "optional": True,
+                            }
+                        }
+                        for name in registry_secrets(md)
+                    ]
+                },
+            }
+        )
     if md.uri.startswith("pvc://"):
         claim = md.uri.removeprefix("pvc://").split("/", 1)[0]
         volumes.append(
@@ -242,12 +291,16 @@ def build_deployment(
     revision: int,
     template_hash: str,
     replicas: int,
+    pins: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The Deployment of one revision: ``<name>-r<revision>``, its pods behind the Service.
 
     The planner decides ``replicas``; the template never changes for a revision.
+    ``pins`` ({"model": oci-uri@digest, "image": image@digest}) replace the spec's tags
+    in the template and are recorded on the Deployment; the hash stays the spec's.
     """
-    template = build_pod_template(md, config)
+    pins = {k: v for k, v in (pins or {}).items() if v}
+    template = build_pod_template(pinned(md, pins), config)
     revision_label = {REVISION_LABEL: str(revision)}
     template["metadata"]["labels"].update(revision_label)
     if md.gpu_claim is not None:
@@ -263,7 +316,10 @@ def build_deployment(
             "name": deployment_name(md.name, revision),
             "namespace": md.namespace,
             "labels": {**common_labels(md), **revision_label},
-            "annotations": {TEMPLATE_HASH: template_hash},
+            "annotations": {
+                TEMPLATE_HASH: template_hash,
+                **({PINS_ANNOTATION: json.dumps(pins, sort_keys=True)} if pins else {}),
+            },
             "ownerReferences": [owner_reference(md)],
         },
         "spec": {
@@ -274,6 +330,11 @@ def build_deployment(
             "template": template,
         },
     }
+
+
+def pinned(md: ModelDeploymentSpec, pins: Mapping[str, str]) -> ModelDeploymentSpec:
+    """The spec with its tags replaced by the digests pinned for a revision."""
+    return replace(md, uri=pins.get("model") or md.uri, image=pins.get("image") or md.image)
 
 
 def build_service(md: ModelDeploymentSpec) -> dict[str, Any]:

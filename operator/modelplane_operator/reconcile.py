@@ -37,15 +37,18 @@ from .manifests import (
 )
 from .metering import CanaryReading, Meters
 from .patch import merge_patch
+from .pinning import STALLING, PinError, PinReason, Pins, SecretReader, resolve_pins
 from .pods import Event
 from .revisions import Revision, deployment_name, observe_revisions, template_hash
 from .rollout import Memory, Plan, plan, to_text
 from .spec import API_VERSION, KIND, GpuClaim, ModelDeploymentSpec, SpecError, parse
-from .status import compute_status, invalid_spec_status
+from .status import compute_status, invalid_spec_status, unservable_status
 
 APPLIED_HASH = "modelplane.io/applied-hash"
 # How often an autoscaled ModelDeployment's load is read, at most.
 AUTOSCALE_PERIOD_S = 5.0
+# A tag not pushed yet, a secret being fixed: asked again at this pace (no hot loop).
+PIN_RETRY_S = 30.0
 log = logging.getLogger(__name__)
 # What is measured between reconciles (canary intervals, load), for callers that keep none.
 METERS = Meters()
@@ -189,6 +192,10 @@ def reconcile(
         return Outcome("changed" if changed else "invalid", status)
     meters = meters or METERS
     seen = _observe(kube, md, config)
+    try:
+        pins, pin_warnings = _pins(kube, md, config, seen)
+    except PinError as exc:
+        return _unpinned(kube, body, md, previous, exc, now)
     memory = Memory.from_status(previous.get("rollout"))
     gpu_slots = _gpu_slots(kube, md)
     scaled: Decision | None = None
@@ -204,12 +211,12 @@ def reconcile(
         meta.get("annotations") or {},
         gpu_slots,
         now,
-        {"version": md.version, "uri": md.uri, "image": seen.image},
+        {"version": md.version, "uri": pins.model or md.uri, "image": pins.image or seen.image},
         _canary_reading(md, seen, memory, meters, now),
     )
     conflicts = _conflicts(kube, md, seen, the_plan)
     try:
-        wrote = _act(kube, md, config, seen, the_plan, conflicts)
+        wrote = _act(kube, md, config, seen, the_plan, conflicts, pins)
     except ApiException as exc:
         if not refused(exc):
             raise
@@ -231,6 +238,7 @@ def reconcile(
         to_text(now),
         _gpu_allocation(kube, md, seen.revisions),
     )
+    events += [Event("Warning", "ImageNotPinned", w) for w in pin_warnings]
     requeue = the_plan.requeue_after
     if scaled is not None:
         status["autoscaling"] = _autoscaling_status(scaled, previous, now)
@@ -347,6 +355,50 @@ def _observe(kube: Kube, md: ModelDeploymentSpec, config: OperatorConfig) -> _Ob
     )
 
 
+def _pins(
+    kube: Kube, md: ModelDeploymentSpec, config: OperatorConfig, seen: _Observed
+) -> tuple[Pins, list[str]]:
+    """The digests of the spec's revision: recorded on it when it exists (nothing is
+    asked: a restart or a rollback serves what it served), else asked of the registries."""
+    for rev in seen.revisions.values():
+        if rev.hash == seen.desired_hash:
+            return Pins.from_annotation(rev.pins), []
+    return resolve_pins(md, seen.image, config, _secret_reader(kube))
+
+
+def _unpinned(
+    kube: Kube,
+    body: Mapping[str, Any],
+    md: ModelDeploymentSpec,
+    previous: Mapping[str, Any],
+    exc: PinError,
+    now: float,
+) -> Outcome:
+    """Nothing is made for a tag the registry does not know or lets no one read: the
+    serving revisions stay as they are, status says why, and it is asked again."""
+    status, events = unservable_status(
+        md.generation, exc.reason, str(exc), exc.reason in STALLING, previous, to_text(now)
+    )
+    changed = _report(kube, body, previous, status, events)
+    return Outcome("changed" if changed else "unservable", status, PIN_RETRY_S)
+
+
+def _secret_reader(kube: Kube) -> SecretReader:
+    def read(namespace: str, name: str) -> Mapping[str, Any] | None:
+        try:
+            return kube.get_secret(namespace, name)
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            raise PinError(
+                PinReason.AUTH_FAILED,
+                f"the operator may not read Secret {namespace}/{name} for the registry's "
+                "credentials: grant it get on secrets (chart value rbac.registrySecrets)",
+            ) from None
+
+    return read
+
+
 def _conflicts(kube: Kube, md: ModelDeploymentSpec, seen: _Observed, the_plan: Plan) -> list[str]:
     """Children's names taken by objects this ModelDeployment does not own."""
     conflicts: list[str] = []
@@ -367,6 +419,7 @@ def _act(
     seen: _Observed,
     the_plan: Plan,
     conflicts: Sequence[str],
+    pins: Pins,
 ) -> bool:
     """Deployments first, so that a template the API server refuses leaves no Service
     behind without a Deployment; then the Service. Whether anything was written."""
@@ -375,7 +428,7 @@ def _act(
         if md.gpu_claim is not None:
             _ask_for_claim_template(kube, md, md.gpu_claim, the_plan, seen)
         applied = _act_on_revisions(
-            kube, md, config, the_plan, seen.revisions, seen.deployments, seen.desired_hash
+            kube, md, config, the_plan, seen.revisions, seen.deployments, seen.desired_hash, pins
         )
         wrote = bool(applied)
         if md.gpu_claim is not None:
@@ -403,6 +456,7 @@ def _act_on_revisions(
     revisions: Mapping[int, Revision],
     deployments: Mapping[str, Mapping[str, Any]],
     desired_hash: str,
+    pins: Pins,
 ) -> dict[int, Mapping[str, Any]]:
     """Apply, scale and delete the revisions' Deployments as planned; the Deployments
     written (by revision; a scaled or deleted one maps to {})."""
@@ -414,7 +468,7 @@ def _act_on_revisions(
         if rev is None or rev.hash == desired_hash:
             # The spec's own template: apply it whole, which also reverts drift.
             desired = with_applied_hash(
-                build_deployment(md, config, number, desired_hash, replicas)
+                build_deployment(md, config, number, desired_hash, replicas, pins.as_dict())
             )
             if needs_apply(deployments.get(deployment_name(md.name, number)), desired):
                 applies[number] = desired

@@ -17,6 +17,8 @@ from typing import Any
 
 REVISION_LABEL = "modelplane.io/revision"
 TEMPLATE_HASH = "modelplane.io/template-hash"
+# The digests a revision serves (pinning.py), as JSON: {"model": ..., "image": ...}.
+PINS_ANNOTATION = "modelplane.io/pins"
 # Pods in these phases hold no resources; they stay only until pod GC.
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
@@ -49,6 +51,7 @@ class Revision:
     pods: int  # pods that exist and have not finished, terminating ones included
     ready: int  # pods that are Ready and not terminating
     pod_objects: tuple[Mapping[str, Any], ...] = ()
+    pins: str = ""  # its PINS_ANNOTATION: the digests it was made with ("" for none)
 
     @property
     def unavailable(self) -> int:
@@ -92,6 +95,7 @@ def observe_revisions(
             uri=str(_storage_uri(template)),
             image=str(containers[0].get("image") or ""),
             replicas=int((dep.get("spec") or {}).get("replicas") or 0),
+            pins=str((meta.get("annotations") or {}).get(PINS_ANNOTATION, "")),
             pods=len(its_pods),
             ready=sum(1 for p in live if _ready(p)),
             pod_objects=tuple(live),

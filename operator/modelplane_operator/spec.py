@@ -15,13 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import modelplane_oci as oci
+
 GROUP = "modelplane.io"
 VERSION = "v1alpha1"
 PLURAL = "modeldeployments"
 KIND = "ModelDeployment"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-URI_SCHEMES = ("file", "pvc", "http", "https", "s3", "gs")
+URI_SCHEMES = ("file", "pvc", "http", "https", "s3", "gs", "oci")
 PRECISIONS = ("float32", "float16", "bfloat16", "int8")
 _LABEL_VALUE = re.compile(r"^[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$")
 
@@ -298,6 +300,11 @@ def _model_source(model: Mapping[str, Any]) -> tuple[str, str, str]:
     uri = str(model.get("uri", ""))
     if uri.split("://", 1)[0] not in URI_SCHEMES or "://" not in uri:
         raise SpecError(f"spec.model.uri must use one of the schemes {', '.join(URI_SCHEMES)}")
+    if uri.startswith("oci://"):
+        try:
+            oci.parse_oci_uri(uri)
+        except oci.ReferenceError as exc:
+            raise SpecError(f"spec.model.uri: {exc}") from None
     fmt = str(model.get("format", "torch-export"))
     if fmt != "torch-export":
         raise SpecError(f"spec.model.format {fmt!r} is not supported (use torch-export)")

@@ -259,11 +259,25 @@ def invalid_spec_status(
     generation: int, message: str, previous: Mapping[str, Any], now: str
 ) -> tuple[dict[str, Any], list[Event]]:
     """Status for a spec the operator cannot serve (admission let it through)."""
+    return unservable_status(generation, INVALID_SPEC, message, True, previous, now)
+
+
+def unservable_status(
+    generation: int,
+    reason: str,
+    message: str,
+    stalled: bool,
+    previous: Mapping[str, Any],
+    now: str,
+) -> tuple[dict[str, Any], list[Event]]:
+    """Status while no revision can be made for the spec (an invalid spec, a model tag the
+    registry does not know). ``stalled``: only the user can fix it; else it is retried
+    and reads as reconciling (a registry that does not answer)."""
     conditions = [
-        _condition("Ready", False, INVALID_SPEC, message, generation, previous, now),
-        _condition("Stalled", True, INVALID_SPEC, message, generation, previous, now),
-        _condition("Progressing", False, INVALID_SPEC, message, generation, previous, now),
-        _condition("Reconciling", False, INVALID_SPEC, message, generation, previous, now),
+        _condition("Ready", False, reason, message, generation, previous, now),
+        _condition("Stalled", stalled, reason, message, generation, previous, now),
+        _condition("Progressing", not stalled, reason, message, generation, previous, now),
+        _condition("Reconciling", not stalled, reason, message, generation, previous, now),
     ]
     # What still serves is unchanged (nothing was written): Available, Degraded stay.
     written = {c["type"] for c in conditions}

@@ -28,6 +28,7 @@ from .metadata import (
     TensorSpec,
     write_metadata,
 )
+from .publish import PublishError, push_model
 from .quantize import METHODS as QUANTIZE_METHODS
 from .quantize import quantize_int8
 
@@ -277,6 +278,14 @@ def add_package_parser(commands: Any) -> None:
         "nn.Linear; about 4x faster on the CPU for large layers, ~1-2%% relative error; "
         "the artifact then serves on the CPU only",
     )
+    parser.add_argument(
+        "--push",
+        default="",
+        metavar="oci://REGISTRY/REPOSITORY:TAG",
+        help="then push OUTPUT there as an OCI image (its files at the image root, where "
+        "an image volume or the storage initializer puts them in /mnt/models); prints "
+        "the digest to pin",
+    )
     parser.set_defaults(handler=_run_package)
 
 
@@ -321,4 +330,11 @@ def _run_package(args: argparse.Namespace) -> int:
         f"torch {meta.torch_version}"
         + (f", {meta.quantization} quantized" if meta.quantization else "")
     )
+    if args.push:
+        try:
+            pushed = push_model(args.output, args.push, meta)
+        except PublishError as exc:
+            print(f"modelplane package: push failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"pushed {pushed.uri()}")
     return 0

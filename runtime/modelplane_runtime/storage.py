@@ -1,6 +1,7 @@
 """`modelplane-storage URI DEST`: the init container that puts a model into /mnt/models.
 
-Sources: file:// and pvc:// paths (a file or a folder), http(s):// files, and with the
+Sources: file:// and pvc:// paths (a file or a folder), http(s):// files, oci:// model
+images (``modelplane package --push``; pulled layer by layer, digests checked), and with the
 optional extras s3:// (modelplane[s3]) and gs:// (modelplane[gcs]) through fsspec.
 A single file that is a tarball (or zip) is unpacked; an optional sha256 is checked on
 the downloaded file before anything is unpacked. Credentials come only from the
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -24,6 +26,9 @@ import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Any
+
+import modelplane_oci as oci
+from modelplane_oci import image as oci_image
 
 from .termination import write_termination_message
 
@@ -91,7 +96,7 @@ def _filesystem(uri: str, env: dict[str, str]) -> tuple[Any, str]:
         _require("gcsfs", "gcs")
         token = env.get("GOOGLE_APPLICATION_CREDENTIALS") or "anon"
         return fsspec.filesystem("gs", token=token), rest
-    raise StorageError(f"unsupported scheme {scheme!r}: use file, pvc, http, https, s3 or gs")
+    raise StorageError(f"unsupported scheme {scheme!r}: use file, pvc, http, https, s3, gs or oci")
 
 
 def _require(module: str, extra: str) -> None:
@@ -164,9 +169,44 @@ def _download(fs: Any, path: str, target: Path) -> str:
     return digest.hexdigest()
 
 
+def _registry_configs(env: dict[str, str]) -> tuple[dict[str, Any], ...]:
+    """Docker configs mounted by the operator (one per pull secret), then the usual places."""
+    configs = []
+    folder = env.get("MODELPLANE_REGISTRY_AUTH_DIR", "")
+    if folder and Path(folder).is_dir():
+        for path in sorted(Path(folder).glob("*.json")):
+            try:
+                configs.append(json.loads(path.read_text()))
+            except ValueError:
+                raise StorageError(f"{path.name} is not a Docker config (JSON)") from None
+    configs.append(oci.docker_config_from_env(env))
+    return tuple(configs)
+
+
+def fetch_oci(uri: str, dest: Path, env: dict[str, str]) -> str:
+    """Pull the model image named by an oci:// URI into ``dest``; its manifest digest."""
+    try:
+        ref = oci.parse_oci_uri(uri)
+        insecure = tuple(h for h in env.get("MODELPLANE_INSECURE_REGISTRIES", "").split(",") if h)
+        registry = oci.registry_for(ref, _registry_configs(env), oci.ca_from_env(env), insecure)
+        dest.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest, prefix=".download-") as scratch:
+            digest, layers = oci_image.pull_layers(registry, ref, Path(scratch))
+            for layer in layers:
+                _unpack(layer, dest)
+        return digest
+    except oci.RegistryError as exc:
+        raise StorageError(str(exc)) from None
+
+
 def fetch(uri: str, dest: Path, sha256: str = "", env: dict[str, str] | None = None) -> list[str]:
     """Put the model named by `uri` into `dest`; return the top-level names written."""
     env = dict(os.environ) if env is None else env
+    if uri.startswith(oci.reference.OCI_SCHEME):
+        if sha256:
+            raise StorageError("an oci:// model is checked by its digest: give no sha256")
+        fetch_oci(uri, dest, env)
+        return sorted(p.name for p in dest.iterdir())
     sha256 = sha256.strip().lower()
     if sha256 and (len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256)):
         raise StorageError("MODELPLANE_STORAGE_SHA256 must be 64 hex digits")
@@ -252,7 +292,13 @@ def main(argv: list[str] | None = None) -> int:
         _report("no URI: pass one or set MODELPLANE_STORAGE_URI", env)
         return 1
     try:
-        names = fetch(args.uri, Path(args.dest), args.sha256, env)
+        if args.uri.startswith(oci.reference.OCI_SCHEME) and not args.sha256:
+            digest = fetch_oci(args.uri, Path(args.dest), env)
+            # What was pulled, in the pod's status too (the termination message).
+            write_termination_message(f"pulled {digest}", env.get("MODELPLANE_TERMINATION_LOG"))
+            names = sorted(p.name for p in Path(args.dest).iterdir())
+        else:
+            names = fetch(args.uri, Path(args.dest), args.sha256, env)
     except Exception as exc:
         _report(_describe(exc, args.uri, env), env)
         return 1

@@ -1,0 +1,158 @@
+"""Digests pinned per revision: what a tag meant when the revision was made.
+
+A revision is made once per distinct spec; at that moment the operator asks the registry
+what the model's ``oci://`` tag (and, where configured, the runtime image's tag) names,
+and the revision's pod template uses the digests. The answer is kept on the revision's
+Deployment (the ``modelplane.io/pins`` annotation), so a restarted operator, a
+reconcile of an unchanged spec and a rollback to a kept revision ask nothing and write
+nothing: the revision serves the bytes it served before, wherever the tag has moved.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import modelplane_oci as oci
+from modelplane_oci.reference import OCI_SCHEME
+
+from .config import OperatorConfig
+from .manifests import registry_secrets
+from .spec import ModelDeploymentSpec
+
+DOCKER_CONFIG_KEY = ".dockerconfigjson"
+
+
+class PinReason(enum.StrEnum):
+    """Why a revision could not be made (status reasons)."""
+
+    MODEL_NOT_FOUND = "ModelNotFound"
+    IMAGE_NOT_FOUND = "ImageNotFound"
+    AUTH_FAILED = "RegistryAuthFailed"
+    UNREACHABLE = "RegistryUnreachable"
+
+
+# A user must act on these (push the tag, fix the secret); the others may heal alone.
+STALLING = frozenset({PinReason.MODEL_NOT_FOUND, PinReason.IMAGE_NOT_FOUND, PinReason.AUTH_FAILED})
+
+
+@dataclass(frozen=True)
+class Pins:
+    """The digest references a revision serves ("" where nothing is pinned)."""
+
+    model: str = ""  # oci://host/repo:tag@sha256:...
+    image: str = ""  # host/repo:tag@sha256:...
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: v for k, v in (("model", self.model), ("image", self.image)) if v}
+
+    @classmethod
+    def from_annotation(cls, text: str) -> Pins:
+        try:
+            raw = json.loads(text) if text else {}
+        except ValueError:
+            return cls()
+        if not isinstance(raw, Mapping):
+            return cls()
+        return cls(model=str(raw.get("model") or ""), image=str(raw.get("image") or ""))
+
+    def __bool__(self) -> bool:
+        return bool(self.model or self.image)
+
+
+NO_PINS = Pins()
+
+
+class PinError(Exception):
+    def __init__(self, reason: PinReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+SecretReader = Callable[[str, str], Mapping[str, Any] | None]  # (namespace, name) -> Secret
+
+
+def pin_digest(text: str, digest: str) -> str:
+    """``text`` with its digest set (a tag stays for people reading it; the digest wins)."""
+    return f"{text.split('@', 1)[0]}@{digest}"
+
+
+def wants_image_pin(image: str, config: OperatorConfig) -> bool:
+    """Whether the operator resolves this image: its registry is configured, and it is in one."""
+    try:
+        ref = oci.parse_reference(image)
+    except oci.ReferenceError:
+        return False  # the kubelet will say what is wrong with it
+    if ref.digest or ref.local_only:
+        return False
+    allowed = config.pin_image_registries
+    return "*" in allowed or ref.host in allowed
+
+
+def resolve_pins(
+    md: ModelDeploymentSpec, image: str, config: OperatorConfig, secret: SecretReader
+) -> tuple[Pins, list[str]]:
+    """Ask the registries what the spec's tags name now; (pins, warnings)."""
+    configs = _docker_configs(md, secret)
+    model = ""
+    if md.uri.startswith(OCI_SCHEME):
+        ref = oci.parse_oci_uri(md.uri)
+        digest = _resolve(ref, configs, config, PinReason.MODEL_NOT_FOUND, "model")
+        model = pin_digest(md.uri, digest)
+    warnings: list[str] = []
+    pinned_image = ""
+    if wants_image_pin(image, config):
+        ref = oci.parse_reference(image)
+        try:
+            pinned_image = pin_digest(
+                image, _resolve(ref, configs, config, PinReason.IMAGE_NOT_FOUND, "image")
+            )
+        except PinError as exc:
+            if exc.reason is not PinReason.UNREACHABLE:
+                raise
+            # The kubelet may still reach a registry the operator cannot: the revision
+            # runs by tag, and says so, rather than not at all.
+            warnings.append(f"runtime image {image} not pinned: {exc}")
+    return Pins(model=model, image=pinned_image), warnings
+
+
+def _resolve(
+    ref: oci.Reference,
+    configs: tuple[Mapping[str, Any], ...],
+    config: OperatorConfig,
+    missing: PinReason,
+    what: str,
+) -> str:
+    registry = oci.registry_for(ref, configs, config.registry_ca, config.insecure_registries)
+    try:
+        return registry.resolve(ref).digest
+    except oci.NotFound as exc:
+        raise PinError(missing, f"{what} {ref} not found: {exc}") from None
+    except oci.AuthFailed as exc:
+        raise PinError(PinReason.AUTH_FAILED, str(exc)) from None
+    except oci.Unreachable as exc:
+        raise PinError(
+            PinReason.UNREACHABLE, f"cannot reach the registry of {ref}: {exc}"
+        ) from None
+    except oci.RegistryError as exc:
+        raise PinError(PinReason.UNREACHABLE, f"{what} {ref}: {exc}") from None
+
+
+def _docker_configs(md: ModelDeploymentSpec, secret: SecretReader) -> tuple[Mapping[str, Any], ...]:
+    configs = []
+    for name in registry_secrets(md):
+        found = secret(md.namespace, name)
+        raw = ((found or {}).get("data") or {}).get(DOCKER_CONFIG_KEY)
+        if not raw:
+            continue  # not a registry secret (a secretRef of S3 keys, say)
+        try:
+            configs.append(json.loads(base64.b64decode(raw)))
+        except ValueError:
+            raise PinError(
+                PinReason.AUTH_FAILED, f"Secret {name}: {DOCKER_CONFIG_KEY} is not JSON"
+            ) from None
+    return tuple(configs)

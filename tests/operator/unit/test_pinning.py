@@ -1,0 +1,87 @@
+"""Digest pinning's pure parts: which images are pinned, the recorded pins, the template."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelplane_operator.config import OperatorConfig
+from modelplane_operator.manifests import build_deployment, build_pod_template, pinned
+from modelplane_operator.pinning import Pins, pin_digest, wants_image_pin
+from modelplane_operator.revisions import PINS_ANNOTATION, observe_revisions, template_hash
+from modelplane_operator.spec import SpecError, parse
+
+DIGEST = "sha256:" + "cd" * 32
+
+
+def _md(uri: str = "oci://registry.example.com/models/tiny:v1", **runtime: Any) -> Any:
+    return parse(
+        {
+            "metadata": {"name": "tiny", "namespace": "ns", "uid": "u1", "generation": 1},
+            "spec": {
+                "model": {"version": "v1", "uri": uri},
+                "runtime": runtime,
+                "pod": {"imagePullSecrets": [{"name": "pull"}]},
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("image", "registries", "wanted"),
+    [
+        ("ghcr.io/modelplane/runtime:0.1.0", ("*",), True),
+        ("ghcr.io/modelplane/runtime:0.1.0", (), False),
+        ("ghcr.io/modelplane/runtime:0.1.0", ("198.18.0.10:5000",), False),
+        ("198.18.0.10:5000/runtime:v1", ("198.18.0.10:5000",), True),
+        (f"ghcr.io/modelplane/runtime@{DIGEST}", ("*",), False),  # pinned by its author
+        ("localhost/modelplane/runtime:abc", ("*",), False),  # in a node's store only
+    ],
+)
+def test_which_images_are_pinned(image: str, registries: tuple[str, ...], wanted: bool) -> None:
+    assert wants_image_pin(image, OperatorConfig(pin_image_registries=registries)) is wanted
+
+
+def test_pins_round_trip_through_the_annotation_and_tolerate_garbage() -> None:
+    pins = Pins(model=f"oci://r.io/m:v1@{DIGEST}", image=f"r.io/rt:1@{DIGEST}")
+    assert Pins.from_annotation(__import__("json").dumps(pins.as_dict())) == pins
+    assert Pins.from_annotation("") == Pins() and not Pins()
+    assert Pins.from_annotation("{not json") == Pins()
+    assert Pins.from_annotation("[1, 2]") == Pins()
+    assert pin_digest("r.io/m:v1", DIGEST) == f"r.io/m:v1@{DIGEST}"
+    assert pin_digest(f"r.io/m:v1@sha256:{'0' * 64}", DIGEST) == f"r.io/m:v1@{DIGEST}"
+
+
+def test_a_pinned_revision_serves_digests_and_keeps_the_specs_hash() -> None:
+    md = _md()
+    config = OperatorConfig(runtime_image="r.io/rt:1", registry_ca="PEM")
+    spec_hash = template_hash(build_pod_template(md, config))
+    pins = {"model": f"{md.uri}@{DIGEST}", "image": f"r.io/rt:1@{DIGEST}"}
+    dep = build_deployment(md, config, 3, spec_hash, 2, pins)
+    pod = dep["spec"]["template"]["spec"]
+    init = pod["initContainers"][0]
+    assert init["args"][0] == f"oci://registry.example.com/models/tiny:v1@{DIGEST}"
+    assert pod["containers"][0]["image"] == f"r.io/rt:1@{DIGEST}"
+    env = {e["name"]: e["value"] for e in init["env"]}
+    assert env["MODELPLANE_REGISTRY_CA"] == "PEM"
+    # The pull secret reaches the initializer as a read-only file, never as env.
+    assert "envFrom" not in init
+    assert {"name": "registry-auth", "mountPath": env["MODELPLANE_REGISTRY_AUTH_DIR"],
+            "readOnly": True} in init["volumeMounts"]  # fmt: skip
+    sources = next(v for v in pod["volumes"] if v["name"] == "registry-auth")["projected"]
+    assert sources["sources"][0]["secret"]["name"] == "pull"
+    assert all("registry-auth" not in str(c.get("volumeMounts")) for c in pod["containers"])
+    # Observed again, the revision has the spec's hash and tells its pins.
+    rev = observe_revisions([dep], [])[3]
+    assert rev.hash == spec_hash
+    assert Pins.from_annotation(rev.pins).as_dict() == pins
+    assert dep["metadata"]["annotations"][PINS_ANNOTATION]
+    assert pinned(md, {}) == md
+
+
+def test_an_oci_uri_without_a_registry_is_an_invalid_spec() -> None:
+    with pytest.raises(SpecError, match="names its registry"):
+        _md(uri="oci://models/tiny:v1")
+    with pytest.raises(SpecError, match="oci"):
+        _md(uri="ftp://x/y")
