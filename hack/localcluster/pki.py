@@ -43,6 +43,12 @@ def write_pki(pki: Path) -> None:
     _write_service_account_keys(pki)
 
 
+def write_registry_pki(pki: Path) -> None:
+    """A CA and a registry certificate for 127.0.0.1 alone (a registry outside a cluster)."""
+    ca = _CA.create(pki)
+    ca.server("registry", "registry", ["localhost"], ["127.0.0.1"])
+
+
 @dataclass(frozen=True)
 class _CA:
     key: ec.EllipticCurvePrivateKey

@@ -15,6 +15,7 @@ import secrets
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,27 +43,20 @@ def registries(c: Site) -> dict[str, RegistryInfo]:
     if not path.exists():
         return {}
     raw = json.loads(path.read_text())
-    return {
-        name: RegistryInfo(**{**info, "ca_file": Path(info["ca_file"])})
-        for name, info in raw.items()
-    }
+    return {n: RegistryInfo(**{**i, "ca_file": Path(i["ca_file"])}) for n, i in raw.items()}
 
 
 def host(c: Site, name: str) -> str:
     return f"{addresses.NODE_IP}:{c.port(name)}"
 
 
-def _config(c: Site, name: str) -> Path:
-    root = c.dir / "registry"
+def write_config(root: Path, name: str, address: str, pki: Path, htpasswd: Path | None) -> Path:
+    """distribution's configuration: filesystem storage under root, TLS, htpasswd or none."""
     storage = root / name / "data"
     storage.mkdir(parents=True, exist_ok=True)
     auth = ""
-    if name == "registry-auth":
-        auth = f"""auth:
-  htpasswd:
-    realm: modelplane-local
-    path: {root / "htpasswd"}
-"""
+    if htpasswd is not None:
+        auth = f"auth:\n  htpasswd:\n    realm: modelplane-local\n    path: {htpasswd}\n"
     config = root / f"{name}.yml"
     config.write_text(
         f"""version: 0.1
@@ -76,22 +70,39 @@ storage:
   delete:
     enabled: true
 http:
-  addr: {host(c, name)}
+  addr: {address}
   tls:
-    certificate: {c.pki / "registry.crt"}
-    key: {c.pki / "registry.key"}
+    certificate: {pki / "registry.crt"}
+    key: {pki / "registry.key"}
 {auth}"""
     )
     return config
 
 
+def write_htpasswd(path: Path, user: str = USER) -> str:
+    """A bcrypt htpasswd file (apache2-utils' htpasswd -B, as distribution wants); the password."""
+    password = secrets.token_urlsafe(18)
+    path.write_text(run("htpasswd", "-Bbn", user, password).strip() + "\n")
+    path.chmod(0o600)
+    return password
+
+
+def answers(address: str, ca_file: Path) -> bool:
+    """GET /v2/ answers (200 open, 401 for the htpasswd one) over TLS the CA signed."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    try:
+        with urllib.request.urlopen(f"https://{address}/v2/", timeout=2, context=context):
+            return True
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401
+    except OSError:
+        return False
+
+
 def _prepare(c: Site) -> None:
     root = c.dir / "registry"
     root.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(18)
-    # bcrypt, as distribution's htpasswd reader wants (apache2-utils' htpasswd -B).
-    line = run("htpasswd", "-Bbn", USER, password).strip()
-    (root / "htpasswd").write_text(line + "\n")
+    password = write_htpasswd(root / "htpasswd")
     ca = str(c.pki / "ca.crt")
     info = {
         "registry": {"host": host(c, "registry"), "ca_file": ca},
@@ -105,31 +116,23 @@ def _prepare(c: Site) -> None:
     path = root / "registries.json"
     path.write_text(json.dumps(info, indent=2))
     path.chmod(0o600)
-    for name in NAMES:
-        _config(c, name)
+    write_config(root, "registry", host(c, "registry"), c.pki, None)
+    write_config(root, "registry-auth", host(c, "registry-auth"), c.pki, root / "htpasswd")
 
 
-def _answers(c: Site, name: str) -> bool:
-    """GET /v2/ answers (200 open, 401 for the htpasswd one) over TLS the CA signed."""
-    context = ssl.create_default_context(cafile=str(c.pki / "ca.crt"))
-    try:
-        with urllib.request.urlopen(f"https://{host(c, name)}/v2/", timeout=2, context=context):
-            return True
-    except urllib.error.HTTPError as exc:
-        return exc.code == 401
-    except OSError:
-        return False
-
-
-def _command(name: str):  # type: ignore[no-untyped-def]
+def _command(name: str) -> Callable[[Site], list[str]]:
     def command(c: Site) -> list[str]:
         return [c.binary("registry"), "serve", str(c.dir / "registry" / f"{name}.yml")]
 
     return command
 
 
+def _ready(name: str) -> Callable[[Site], bool]:
+    return lambda c: answers(host(c, name), c.pki / "ca.crt")
+
+
 def containerd_hosts(c: Site, hosts_dir: Path) -> None:
-    """containerd's hosts.toml for each registry: its CA, so kubelet pulls over TLS."""
+    """containerd's hosts.toml for each registry: its CA, so the kubelet pulls over TLS."""
     for name in NAMES:
         address = host(c, name)
         folder = hosts_dir / address
@@ -141,8 +144,8 @@ def containerd_hosts(c: Site, hosts_dir: Path) -> None:
 
 
 COMPONENTS = (
-    Component("registry", _command("registry"), prepare=_prepare,
-              ready=lambda c: _answers(c, "registry"), ports=("registry",)),
-    Component("registry-auth", _command("registry-auth"),
-              ready=lambda c: _answers(c, "registry-auth"), ports=("registry-auth",)),
+    Component("registry", _command("registry"), prepare=_prepare, ready=_ready("registry"),
+              ports=("registry",)),
+    Component("registry-auth", _command("registry-auth"), ready=_ready("registry-auth"),
+              ports=("registry-auth",)),
 )  # fmt: skip
