@@ -84,6 +84,22 @@ def token_kubeconfig(
     return path
 
 
+def registry_env(cluster: Cluster) -> dict[str, str]:
+    """The local cluster's registries (real node only): their CA trusted, their image
+    tags pinned to digests (every other registry is left alone: tests reach no other)."""
+    if cluster.local is None or not cluster.local.real_node:
+        return {}
+    from localcluster.registries import registries
+
+    found = registries(cluster.local)
+    if not found:
+        return {}
+    return {
+        "MODELPLANE_REGISTRY_CA_FILE": str(next(iter(found.values())).ca_file),
+        "MODELPLANE_PIN_IMAGE_REGISTRIES": ",".join(r.host for r in found.values()),
+    }
+
+
 class OperatorProcess:
     """The operator as a child process, with its health and metrics ports."""
 
@@ -105,7 +121,12 @@ class OperatorProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         # Fresh ports each start: the old ones may have been taken meanwhile.
         self.health_port, self.metrics_port = free_port(), free_port()
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": python_path()}
+        env = {
+            **os.environ,
+            **registry_env(self.cluster),
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONPATH": python_path(),
+        }
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [

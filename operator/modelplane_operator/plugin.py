@@ -72,7 +72,19 @@ def status(api: client.CustomObjectsApi, namespace: str, name: str) -> str:
             f"  {h.get('revision', ''):<9} {h.get('version', ''):<12} {h.get('outcome', ''):<11} "
             f"{h.get('startedAt', ''):<21} {h.get('message', '')}"
         )
+        lines += _digest_lines(h)
     return "\n".join(lines)
+
+
+def _digest_lines(entry: dict[str, Any]) -> list[str]:
+    """The digests a revision serves, under its history line (pinned revisions only)."""
+    out = []
+    for what in ("uri", "image"):
+        value = str(entry.get(what) or "")
+        if "@sha256:" in value:
+            name, _, digest = value.partition("@")
+            out.append(f"  {'':<9} {what + ':':<6} {name} {digest}")
+    return out
 
 
 def _analysis_lines(st: dict[str, Any]) -> list[str]:

@@ -104,6 +104,12 @@ The operator's rules on namespaced resources (identical in content to deploy/rba
 - apiGroups: [resource.k8s.io]
   resources: [resourceclaims]
   verbs: [get, list]
+{{- if .Values.rbac.registrySecrets }}
+# oci:// models in private registries: the named pull secret, read to resolve the tag.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end }}
 {{- end }}
 
 {{/*

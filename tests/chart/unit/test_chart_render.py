@@ -505,3 +505,25 @@ def test_pod_labels_add_to_the_standard_ones_once_and_never_touch_the_selector()
     refused = helm(*args, "--set", selector, check=False)
     assert refused.returncode != 0
     assert "podLabels must not set app.kubernetes.io/name" in refused.stderr
+
+
+def test_registry_values_reach_the_operator_and_secrets_stay_closed_unless_asked() -> None:
+    plain = render()
+    assert ("", "secrets", "get") not in rule_set(one(plain, "ClusterRole")["rules"])
+    assert not any(e["name"].startswith("MODELPLANE_PIN") for e in container(plain)["env"])
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
+    docs = render(
+        "rbac.registrySecrets=true",
+        "registries.pinImages={registry.example.com,ghcr.io}",
+        f"registries.caBundle={pem}",
+    )
+    granted = rule_set(one(docs, "ClusterRole")["rules"])
+    assert ("", "secrets", "get") in granted
+    assert ("", "secrets", "list") not in granted and ("", "secrets", "watch") not in granted
+    env = {e["name"]: e.get("value") for e in container(docs)["env"]}
+    assert env["MODELPLANE_PIN_IMAGE_REGISTRIES"] == "registry.example.com,ghcr.io"
+    ca = one(docs, "ConfigMap")
+    assert ca["data"]["ca.crt"].strip() == pem
+    mount = next(m for m in container(docs)["volumeMounts"] if m["name"] == "registry-ca")
+    assert env["MODELPLANE_REGISTRY_CA_FILE"].startswith(mount["mountPath"])
+    assert build_parser().parse_args(["--pin-image-registries", "a,b"]).pin_image_registries

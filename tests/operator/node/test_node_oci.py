@@ -1,0 +1,246 @@
+"""Models as OCI images from the local cluster's real registries, pinned per revision.
+
+The registries are CNCF distribution on node-0's address (TLS from the cluster CA; one
+wants htpasswd credentials). Models are pushed with ``modelplane package``'s pusher, the
+storage initializer in real pods pulls them by the digest the operator resolved, and the
+answers are checked against the model run in-process.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clusterkit import Cluster, wait_for
+from localcluster.registries import RegistryInfo, registries
+from modelplane_runtime.publish import push_model
+from nodekit import (
+    Images,
+    ModelStore,
+    cluster_ip,
+    condition,
+    infer_json,
+    node_md,
+    pods,
+    wait_ready,
+)
+
+
+def _registry(cluster: Cluster, name: str) -> RegistryInfo:
+    assert cluster.local is not None
+    found = registries(cluster.local)
+    assert name in found, f"the cluster has no {name} (hack/localcluster/registries.py)"
+    return found[name]
+
+
+def _push(reg: RegistryInfo, folder: Path, uri: str, tmp: Path, password: str = "") -> str:
+    env = {"MODELPLANE_REGISTRY_CA_FILE": str(reg.ca_file), "HOME": str(tmp)}
+    if reg.username:
+        env |= {"MODELPLANE_REGISTRY_USERNAME": reg.username,
+                "MODELPLANE_REGISTRY_PASSWORD": password or reg.password}  # fmt: skip
+    return push_model(folder, uri, env=env).digest
+
+
+def _md(cluster: Cluster, ns: str, name: str = "tiny") -> dict[str, Any]:
+    md: dict[str, Any] = cluster.get_json("md", name, "-n", ns)
+    return md
+
+
+def _serves(cluster: Cluster, ns: str, store: ModelStore, version: str) -> None:
+    url = f"http://{cluster_ip(cluster, ns, 'tiny')}:80"
+
+    def answers() -> bool:  # the old revision's pods may answer for a moment
+        got_version, out = infer_json(url)
+        return got_version == version and np.allclose(out, store.expected[version], atol=1e-5)
+
+    wait_for(answers, f"the Service to answer with {version}'s output", timeout=60, interval=0.5)
+
+
+def _revision_uri(cluster: Cluster, ns: str, revision: int) -> str:
+    dep = cluster.get_json("deployment", f"tiny-r{revision}", "-n", ns)
+    init = dep["spec"]["template"]["spec"]["initContainers"][0]
+    return str(init["args"][0])
+
+
+def test_a_rollback_serves_its_revisions_bytes_after_the_tag_moved(
+    real_node: Cluster, images: Images, model_store: ModelStore, node_ns: str, operator: Any,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    reg = _registry(real_node, "registry")
+    uri = f"oci://{reg.host}/{node_ns}/tiny:prod"
+    d1 = _push(reg, model_store.root / "tiny-v1", uri, tmp_path)
+    real_node.apply(node_md("tiny", images, uri, "v1"), node_ns)
+    wait_ready(real_node, node_ns, "tiny", timeout=240)
+    _serves(real_node, node_ns, model_store, "v1")
+    assert _revision_uri(real_node, node_ns, 1) == f"{uri}@{d1}"
+    assert _md(real_node, node_ns)["status"]["history"][0]["uri"] == f"{uri}@{d1}"
+    # The storage initializer says what it pulled, in the pod's status.
+    pod = pods(real_node, node_ns, "modelplane.io/revision=1")[0]
+    init = pod["status"]["initContainerStatuses"][0]["state"]["terminated"]
+    assert init["message"].strip() == f"pulled {d1}"
+
+    d2 = _push(reg, model_store.root / "tiny-v2", uri, tmp_path)  # the tag moves
+    assert d2 != d1
+    time.sleep(5)  # a moved tag alone rolls nothing out
+    deployments = real_node.get_json("deployments", "-n", node_ns)["items"]
+    assert [d["metadata"]["name"] for d in deployments] == ["tiny-r1"]
+    _serves(real_node, node_ns, model_store, "v1")
+
+    real_node.apply(node_md("tiny", images, uri, "v2"), node_ns)
+    wait_ready(real_node, node_ns, "tiny", timeout=240)
+    _serves(real_node, node_ns, model_store, "v2")
+    assert _revision_uri(real_node, node_ns, 2) == f"{uri}@{d2}"
+
+    # Back to v1: revision 1 again, by its digest, though the tag names v2's bytes now.
+    real_node.apply(node_md("tiny", images, uri, "v1"), node_ns)
+    wait_ready(real_node, node_ns, "tiny", timeout=240)
+    _serves(real_node, node_ns, model_store, "v1")
+    md = _md(real_node, node_ns)
+    assert md["status"]["history"][0]["revision"] == 1
+    assert md["status"]["history"][0]["uri"] == f"{uri}@{d1}"
+    assert _revision_uri(real_node, node_ns, 1) == f"{uri}@{d1}"
+    assert not any(d["metadata"]["name"] == "tiny-r3"
+                   for d in real_node.get_json("deployments", "-n", node_ns)["items"])  # fmt: skip
+
+    from kubernetes import client
+
+    from modelplane_operator import plugin
+
+    printed = plugin.status(client.CustomObjectsApi(real_node.api_client()), node_ns, "tiny")
+    assert d1 in printed and d2 in printed  # both revisions' digests, under their lines
+
+    # A restart asks the registry nothing and writes nothing: the digests are on record.
+    from operatorkit import USERNAME
+
+    time.sleep(2)
+    operator.stop()
+    since = datetime.datetime.now(datetime.UTC)
+    operator.start()
+    time.sleep(10)
+    writes = [
+        (e["verb"], e["objectRef"].get("resource"), e["objectRef"].get("name"))
+        for e in real_node.audit_events()
+        if e["user"]["username"] == USERNAME
+        and e["objectRef"].get("namespace") == node_ns
+        and e["verb"] not in ("get", "list", "watch")
+        and datetime.datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00"))
+        >= since
+    ]
+    assert writes == []
+    assert _revision_uri(real_node, node_ns, 1) == f"{uri}@{d1}"
+
+
+def _pull_secret(cluster: Cluster, ns: str, name: str, reg: RegistryInfo, password: str) -> None:
+    auth = base64.b64encode(f"{reg.username}:{password}".encode()).decode()
+    config = json.dumps({"auths": {reg.host: {"auth": auth}}})
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": base64.b64encode(config.encode()).decode()},
+        },
+        ns,
+    )
+
+
+def _let_the_operator_read_secrets(cluster: Cluster, ns: str) -> None:
+    """What the chart's rbac.registrySecrets grants: get on Secrets, in this namespace."""
+    from operatorkit import NAMESPACE, SERVICE_ACCOUNT
+
+    cluster.kubectl("create", "role", "registry-secrets", "--verb=get", "--resource=secrets",
+                    "-n", ns)  # fmt: skip
+    cluster.kubectl("create", "rolebinding", "registry-secrets", "--role=registry-secrets",
+                    f"--serviceaccount={NAMESPACE}:{SERVICE_ACCOUNT}", "-n", ns)  # fmt: skip
+
+
+def _unservable(cluster: Cluster, ns: str, name: str, reason: str) -> dict[str, Any]:
+    def reported() -> dict[str, Any] | None:
+        md = _md(cluster, ns, name)
+        return md if condition(md, "Ready").get("reason") == reason else None
+
+    md: dict[str, Any] = wait_for(reported, f"md/{name} {reason}", timeout=60, interval=0.5)
+    return md
+
+
+def test_a_private_registry_needs_the_right_pull_secret(
+    real_node: Cluster, images: Images, model_store: ModelStore, node_ns: str, operator: Any,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    reg = _registry(real_node, "registry-auth")
+    uri = f"oci://{reg.host}/{node_ns}/tiny:v1"
+    digest = _push(reg, model_store.root / "tiny-v1", uri, tmp_path)
+    _let_the_operator_read_secrets(real_node, node_ns)
+    _pull_secret(real_node, node_ns, "wrong", reg, "not-the-password")
+    _pull_secret(real_node, node_ns, "right", reg, reg.password)
+
+    wrong = node_md("bad", images, uri, "v1", pod={"imagePullSecrets": [{"name": "wrong"}]})
+    real_node.apply(wrong, node_ns)
+    md = _unservable(real_node, node_ns, "bad", "RegistryAuthFailed")
+    assert "refused the credentials" in condition(md, "Ready")["message"]
+    assert condition(md, "Stalled")["status"] == "True"
+    assert real_node.get_json("deployments", "-n", node_ns)["items"] == []
+    assert reg.password not in json.dumps(md) and "not-the-password" not in json.dumps(md)
+
+    right = node_md("tiny", images, uri, "v1", pod={"imagePullSecrets": [{"name": "right"}]})
+    real_node.apply(right, node_ns)
+    wait_ready(real_node, node_ns, "tiny", timeout=240)
+    _serves(real_node, node_ns, model_store, "v1")
+    assert _revision_uri(real_node, node_ns, 1) == f"{uri}@{digest}"
+
+
+def test_a_missing_tag_is_reported_before_any_pod(
+    real_node: Cluster, images: Images, node_ns: str, operator: Any
+) -> None:
+    reg = _registry(real_node, "registry")
+    uri = f"oci://{reg.host}/{node_ns}/tiny:never-pushed"
+    real_node.apply(node_md("tiny", images, uri, "v1"), node_ns)
+    md = _unservable(real_node, node_ns, "tiny", "ModelNotFound")
+    assert "never-pushed" in condition(md, "Ready")["message"]
+    assert condition(md, "Stalled")["status"] == "True"
+    time.sleep(3)
+    assert real_node.get_json("deployments", "-n", node_ns)["items"] == []
+    assert pods(real_node, node_ns) == []
+    events = real_node.get_json("events", "-n", node_ns, "--field-selector", "reason=ModelNotFound")
+    assert events["items"], "a Warning event says why"
+
+
+def test_a_runtime_image_tag_is_pinned_and_a_moved_tag_changes_nothing(
+    real_node: Cluster, model_store: ModelStore, namespace: str, operator: Any, tmp_path: Path
+) -> None:
+    """On simulated (kwok) nodes: only the template is looked at, no image is run."""
+    reg = _registry(real_node, "registry")
+    image = f"{reg.host}/{namespace}/runtime:stable"
+    uri = f"oci://{image}"
+    first = _push(reg, model_store.root / "tiny-v1", uri, tmp_path)  # any image will do
+    md = {
+        "apiVersion": "modelplane.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "pinned"},
+        "spec": {
+            "model": {"version": "v1", "uri": model_store.uri("v1")},
+            "runtime": {"image": image, "gpu": {"count": 0}},
+        },
+    }
+    real_node.apply(md, namespace)
+
+    def template_image() -> str | None:
+        found = real_node.get_json("deployments", "-n", namespace)["items"]
+        if not found:
+            return None
+        return str(found[0]["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    assert wait_for(template_image, "the revision's Deployment", timeout=60) == f"{image}@{first}"
+    moved = _push(reg, model_store.root / "tiny-v2", uri, tmp_path)
+    assert moved != first
+    time.sleep(5)
+    assert template_image() == f"{image}@{first}"
+    history = _md(real_node, namespace, "pinned")["status"]["history"]
+    assert [h["image"] for h in history] == [f"{image}@{first}"]
