@@ -97,19 +97,22 @@ def resolve_pins(
     md: ModelDeploymentSpec, image: str, config: OperatorConfig, secret: SecretReader
 ) -> tuple[Pins, list[str]]:
     """Ask the registries what the spec's tags name now; (pins, warnings)."""
-    configs = _docker_configs(md, secret)
+    pin_model, pin_image = md.uri.startswith(OCI_SCHEME), wants_image_pin(image, config)
+    if not (pin_model or pin_image):
+        return NO_PINS, []  # no registry asked, no Secret read
+    auth = _docker_configs(md, secret)
     model = ""
-    if md.uri.startswith(OCI_SCHEME):
+    if pin_model:
         ref = oci.parse_oci_uri(md.uri)
-        digest = _resolve(ref, configs, config, PinReason.MODEL_NOT_FOUND, "model")
+        digest = _resolve(ref, auth, config, PinReason.MODEL_NOT_FOUND, "model")
         model = pin_digest(md.uri, digest)
     warnings: list[str] = []
     pinned_image = ""
-    if wants_image_pin(image, config):
+    if pin_image:
         ref = oci.parse_reference(image)
         try:
             pinned_image = pin_digest(
-                image, _resolve(ref, configs, config, PinReason.IMAGE_NOT_FOUND, "image")
+                image, _resolve(ref, auth, config, PinReason.IMAGE_NOT_FOUND, "image")
             )
         except PinError as exc:
             if exc.reason is not PinReason.UNREACHABLE:
@@ -120,20 +123,24 @@ def resolve_pins(
     return Pins(model=model, image=pinned_image), warnings
 
 
+@dataclass(frozen=True)
+class _Auth:
+    configs: tuple[Mapping[str, Any], ...]  # the pull secrets' Docker configs
+    refused: str = ""  # why a named Secret could not be read (told if the registry asks)
+
+
 def _resolve(
-    ref: oci.Reference,
-    configs: tuple[Mapping[str, Any], ...],
-    config: OperatorConfig,
-    missing: PinReason,
-    what: str,
+    ref: oci.Reference, auth: _Auth, config: OperatorConfig, missing: PinReason, what: str
 ) -> str:
-    registry = oci.registry_for(ref, configs, config.registry_ca, config.insecure_registries)
+    registry = oci.registry_for(ref, auth.configs, config.registry_ca, config.insecure_registries)
     try:
         return registry.resolve(ref).digest
     except oci.NotFound as exc:
         raise PinError(missing, f"{what} {ref} not found: {exc}") from None
     except oci.AuthFailed as exc:
-        raise PinError(PinReason.AUTH_FAILED, str(exc)) from None
+        raise PinError(
+            PinReason.AUTH_FAILED, f"{exc}{'; ' + auth.refused if auth.refused else ''}"
+        ) from None
     except oci.Unreachable as exc:
         raise PinError(
             PinReason.UNREACHABLE, f"cannot reach the registry of {ref}: {exc}"
@@ -142,17 +149,22 @@ def _resolve(
         raise PinError(PinReason.UNREACHABLE, f"{what} {ref}: {exc}") from None
 
 
-def _docker_configs(md: ModelDeploymentSpec, secret: SecretReader) -> tuple[Mapping[str, Any], ...]:
-    configs = []
+def _docker_configs(md: ModelDeploymentSpec, secret: SecretReader) -> _Auth:
+    """The named Secrets' Docker configs; a Secret the operator may not read is skipped
+    (an open registry needs none) and remembered for the message."""
+    configs, refused = [], ""
     for name in registry_secrets(md):
-        found = secret(md.namespace, name)
+        try:
+            found = secret(md.namespace, name)
+        except PinError as exc:
+            refused = str(exc)
+            continue
         raw = ((found or {}).get("data") or {}).get(DOCKER_CONFIG_KEY)
         if not raw:
             continue  # not a registry secret (a secretRef of S3 keys, say)
         try:
             configs.append(json.loads(base64.b64decode(raw)))
         except ValueError:
-            raise PinError(
-                PinReason.AUTH_FAILED, f"Secret {name}: {DOCKER_CONFIG_KEY} is not JSON"
-            ) from None
-    return tuple(configs)
+            message = f"Secret {name}: {DOCKER_CONFIG_KEY} is not JSON"
+            raise PinError(PinReason.AUTH_FAILED, message) from None
+    return _Auth(tuple(configs), refused)

@@ -85,3 +85,16 @@ def test_an_oci_uri_without_a_registry_is_an_invalid_spec() -> None:
         _md(uri="oci://models/tiny:v1")
     with pytest.raises(SpecError, match="oci"):
         _md(uri="ftp://x/y")
+
+
+def test_nothing_to_pin_needs_no_registry_and_no_secret() -> None:
+    from modelplane_operator.pinning import NO_PINS, PinError, PinReason, resolve_pins
+
+    def denied(namespace: str, name: str) -> Any:
+        raise PinError(PinReason.AUTH_FAILED, f"may not read Secret {namespace}/{name}")
+
+    md = _md(uri="s3://bucket/tiny")
+    assert resolve_pins(md, "ghcr.io/modelplane/runtime:0.1.0", OperatorConfig(), denied) == (
+        NO_PINS,
+        [],
+    )
