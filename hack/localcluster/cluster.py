@@ -397,7 +397,7 @@ class LocalCluster:
             self._wait(lambda: ready(self), f"{component.name} to become ready", timeout)
 
     def _check_binaries(self, components: Sequence[Component]) -> None:
-        wanted = {"kubectl"} | {c.name for c in components if c.command is not None}
+        wanted = {"kubectl"} | {c.binary or c.name for c in components if c.command is not None}
         wanted -= {"containerd"}  # from Debian's packages, checked by the node's prerequisites
         missing = sorted(c for c in wanted if not (self.bin_dir / c).exists())
         if missing:

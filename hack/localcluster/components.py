@@ -49,6 +49,7 @@ class Component:
     ports: tuple[str, ...] = ()  # names of the free ports it listens on
     grace_s: float = 10.0  # SIGTERM to SIGKILL
     env: dict[str, str] = field(default_factory=dict)
+    binary: str = ""  # the executable in the bin folder, when not named as the component
 
 
 def _etcd(c: Site) -> list[str]:

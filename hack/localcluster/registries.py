@@ -147,5 +147,5 @@ COMPONENTS = (
     Component("registry", _command("registry"), prepare=_prepare, ready=_ready("registry"),
               ports=("registry",)),
     Component("registry-auth", _command("registry-auth"), ready=_ready("registry-auth"),
-              ports=("registry-auth",)),
+              ports=("registry-auth",), binary="registry"),
 )  # fmt: skip

@@ -12,15 +12,21 @@ import base64
 import datetime
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
+import torch
 
 from clusterkit import Cluster, wait_for
 from localcluster.registries import RegistryInfo, registries
+from modelplane_runtime.package import load_factory, package_model
 from modelplane_runtime.publish import push_model
 from nodekit import (
+    EXAMPLES,
+    INPUT,
     Images,
     ModelStore,
     cluster_ip,
@@ -30,6 +36,30 @@ from nodekit import (
     pods,
     wait_ready,
 )
+
+
+@dataclass(frozen=True)
+class Models:
+    """Two packaged tiny MLPs with different weights (so different bytes and digests)."""
+
+    folders: dict[str, Path]
+    expected: dict[str, np.ndarray]  # the in-process output for nodekit's INPUT
+
+
+@pytest.fixture(scope="module")
+def models(real_node: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Models:
+    work = tmp_path_factory.mktemp("oci-models")
+    folders, expected = {}, {}
+    for version, shift in (("v1", 0.0), ("v2", 0.3)):
+        module = load_factory(f"{EXAMPLES}:tiny_mlp")().eval()
+        with torch.no_grad():
+            for param in module.parameters():
+                param.add_(shift)
+            expected[version] = module(torch.from_numpy(INPUT)).numpy()
+        folders[version] = work / version
+        package_model(module, {"x": torch.randn(2, 16)}, folders[version], name="tiny")
+    assert not np.allclose(expected["v1"], expected["v2"])
+    return Models(folders, expected)
 
 
 def _registry(cluster: Cluster, name: str) -> RegistryInfo:
@@ -52,7 +82,7 @@ def _md(cluster: Cluster, ns: str, name: str = "tiny") -> dict[str, Any]:
     return md
 
 
-def _serves(cluster: Cluster, ns: str, store: ModelStore, version: str) -> None:
+def _serves(cluster: Cluster, ns: str, store: Models, version: str) -> None:
     url = f"http://{cluster_ip(cluster, ns, 'tiny')}:80"
 
     def answers() -> bool:  # the old revision's pods may answer for a moment
@@ -69,15 +99,15 @@ def _revision_uri(cluster: Cluster, ns: str, revision: int) -> str:
 
 
 def test_a_rollback_serves_its_revisions_bytes_after_the_tag_moved(
-    real_node: Cluster, images: Images, model_store: ModelStore, node_ns: str, operator: Any,
+    real_node: Cluster, images: Images, models: Models, node_ns: str, operator: Any,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     reg = _registry(real_node, "registry")
     uri = f"oci://{reg.host}/{node_ns}/tiny:prod"
-    d1 = _push(reg, model_store.root / "tiny-v1", uri, tmp_path)
+    d1 = _push(reg, models.folders["v1"], uri, tmp_path)
     real_node.apply(node_md("tiny", images, uri, "v1"), node_ns)
     wait_ready(real_node, node_ns, "tiny", timeout=240)
-    _serves(real_node, node_ns, model_store, "v1")
+    _serves(real_node, node_ns, models, "v1")
     assert _revision_uri(real_node, node_ns, 1) == f"{uri}@{d1}"
     assert _md(real_node, node_ns)["status"]["history"][0]["uri"] == f"{uri}@{d1}"
     # The storage initializer says what it pulled, in the pod's status.
@@ -85,22 +115,22 @@ def test_a_rollback_serves_its_revisions_bytes_after_the_tag_moved(
     init = pod["status"]["initContainerStatuses"][0]["state"]["terminated"]
     assert init["message"].strip() == f"pulled {d1}"
 
-    d2 = _push(reg, model_store.root / "tiny-v2", uri, tmp_path)  # the tag moves
+    d2 = _push(reg, models.folders["v2"], uri, tmp_path)  # the tag moves
     assert d2 != d1
     time.sleep(5)  # a moved tag alone rolls nothing out
     deployments = real_node.get_json("deployments", "-n", node_ns)["items"]
     assert [d["metadata"]["name"] for d in deployments] == ["tiny-r1"]
-    _serves(real_node, node_ns, model_store, "v1")
+    _serves(real_node, node_ns, models, "v1")
 
     real_node.apply(node_md("tiny", images, uri, "v2"), node_ns)
     wait_ready(real_node, node_ns, "tiny", timeout=240)
-    _serves(real_node, node_ns, model_store, "v2")
+    _serves(real_node, node_ns, models, "v2")
     assert _revision_uri(real_node, node_ns, 2) == f"{uri}@{d2}"
 
     # Back to v1: revision 1 again, by its digest, though the tag names v2's bytes now.
     real_node.apply(node_md("tiny", images, uri, "v1"), node_ns)
     wait_ready(real_node, node_ns, "tiny", timeout=240)
-    _serves(real_node, node_ns, model_store, "v1")
+    _serves(real_node, node_ns, models, "v1")
     md = _md(real_node, node_ns)
     assert md["status"]["history"][0]["revision"] == 1
     assert md["status"]["history"][0]["uri"] == f"{uri}@{d1}"
@@ -171,12 +201,12 @@ def _unservable(cluster: Cluster, ns: str, name: str, reason: str) -> dict[str, 
 
 
 def test_a_private_registry_needs_the_right_pull_secret(
-    real_node: Cluster, images: Images, model_store: ModelStore, node_ns: str, operator: Any,
+    real_node: Cluster, images: Images, models: Models, node_ns: str, operator: Any,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     reg = _registry(real_node, "registry-auth")
     uri = f"oci://{reg.host}/{node_ns}/tiny:v1"
-    digest = _push(reg, model_store.root / "tiny-v1", uri, tmp_path)
+    digest = _push(reg, models.folders["v1"], uri, tmp_path)
     _let_the_operator_read_secrets(real_node, node_ns)
     _pull_secret(real_node, node_ns, "wrong", reg, "not-the-password")
     _pull_secret(real_node, node_ns, "right", reg, reg.password)
@@ -192,7 +222,7 @@ def test_a_private_registry_needs_the_right_pull_secret(
     right = node_md("tiny", images, uri, "v1", pod={"imagePullSecrets": [{"name": "right"}]})
     real_node.apply(right, node_ns)
     wait_ready(real_node, node_ns, "tiny", timeout=240)
-    _serves(real_node, node_ns, model_store, "v1")
+    _serves(real_node, node_ns, models, "v1")
     assert _revision_uri(real_node, node_ns, 1) == f"{uri}@{digest}"
 
 
@@ -213,13 +243,14 @@ def test_a_missing_tag_is_reported_before_any_pod(
 
 
 def test_a_runtime_image_tag_is_pinned_and_a_moved_tag_changes_nothing(
-    real_node: Cluster, model_store: ModelStore, namespace: str, operator: Any, tmp_path: Path
-) -> None:
+    real_node: Cluster, models: Models, model_store: ModelStore, namespace: str, operator: Any,
+    tmp_path: Path,
+) -> None:  # fmt: skip
     """On simulated (kwok) nodes: only the template is looked at, no image is run."""
     reg = _registry(real_node, "registry")
     image = f"{reg.host}/{namespace}/runtime:stable"
     uri = f"oci://{image}"
-    first = _push(reg, model_store.root / "tiny-v1", uri, tmp_path)  # any image will do
+    first = _push(reg, models.folders["v1"], uri, tmp_path)  # any image will do
     md = {
         "apiVersion": "modelplane.io/v1alpha1",
         "kind": "ModelDeployment",
@@ -238,7 +269,7 @@ def test_a_runtime_image_tag_is_pinned_and_a_moved_tag_changes_nothing(
         return str(found[0]["spec"]["template"]["spec"]["containers"][0]["image"])
 
     assert wait_for(template_image, "the revision's Deployment", timeout=60) == f"{image}@{first}"
-    moved = _push(reg, model_store.root / "tiny-v2", uri, tmp_path)
+    moved = _push(reg, models.folders["v2"], uri, tmp_path)
     assert moved != first
     time.sleep(5)
     assert template_image() == f"{image}@{first}"
