@@ -95,14 +95,19 @@ ROOM_GIB_OTHER=${ROOM_GIB_OTHER:-2}
 free_gib() { echo $(( $(df --output=avail -B1 "$cache" | tail -1) / GIB )); }
 last_deps="$cache/buildah/last-wheel-key"
 
-make_room() { # make_room NAME: drop older builds of NAME; fail clearly if still short
-  local name=$1 old
+older_builds() { # older_builds NAME TAG: buildah's other tags of NAME
+  bud images --format '{{.Name}}:{{.Tag}}' | grep "^localhost/modelplane/$1:" | grep -v ":$2\$" || true
+}
+
+make_room() { # make_room NAME TAG: drop what older builds of NAME hold; fail clearly if short
+  local name=$1 tag=$2 old
   rm -f "$images/$name-"*.oci.tar
-  old=$(bud images --format '{{.Name}}:{{.Tag}}' | grep "^localhost/modelplane/$name:" || true)
-  [ -z "$old" ] || bud rmi $old >/dev/null 2>&1 || true
-  # New dependencies: the cached layers of the old ones (unnamed images) are useless.
-  # Kept otherwise, so that a source change reuses the dependency layer.
+  # New dependencies: older builds and their cached layers (unnamed parents) are useless.
+  # With the same dependencies they stay until the new build is made, since removing an
+  # image removes its unnamed parents too: the dependency layer the new build reuses.
   if [ "$(cat "$last_deps" 2>/dev/null)" != "$wheel_key" ]; then
+    old=$(older_builds "$name" "$tag")
+    [ -z "$old" ] || bud rmi $old >/dev/null 2>&1 || true
     bud rmi --prune >/dev/null 2>&1 || true
   fi
   local need=$ROOM_GIB_OTHER
@@ -124,7 +129,7 @@ build() { # build NAME DOCKERFILE TARGET -> prints the image reference
   if [ ! -s "$archive" ]; then
     local t0=$SECONDS
     if ! bud inspect --type image "$ref" >/dev/null 2>&1; then
-      make_room "$name"
+      make_room "$name" "$tag"
       log "building $ref ($dockerfile, target $target)"
       bud bud --layers --isolation chroot --network host --quiet \
         -f "$dockerfile" --ignorefile "$dockerfile.dockerignore" ${target:+--target "$target"} \
@@ -138,6 +143,9 @@ build() { # build NAME DOCKERFILE TARGET -> prints the image reference
     bud push --quiet --disable-compression "$ref" "oci-archive:$archive.part:$ref"
     mv "$archive.part" "$archive"
     printf '%s %s %s\n' "$name" "$tag" "$((SECONDS - t0))" >>"$images/build-times.log"
+    local old
+    old=$(older_builds "$name" "$tag")
+    [ -z "$old" ] || bud rmi $old >/dev/null 2>&1 || true
   fi
   echo "$ref"
 }

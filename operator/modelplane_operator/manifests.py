@@ -10,7 +10,13 @@ from typing import Any
 from modelplane_oci.reference import OCI_SCHEME
 
 from .config import OperatorConfig
-from .revisions import PINS_ANNOTATION, REVISION_LABEL, TEMPLATE_HASH, deployment_name
+from .revisions import (
+    PINS_ANNOTATION,
+    REVISION_LABEL,
+    SPEC_HASH,
+    TEMPLATE_HASH,
+    deployment_name,
+)
 from .spec import (
     API_VERSION,
     GPU_RESOURCE,
@@ -292,6 +298,7 @@ def build_deployment(
     template_hash: str,
     replicas: int,
     pins: Mapping[str, str] | None = None,
+    spec_hash: str = "",
 ) -> dict[str, Any]:
     """The Deployment of one revision: ``<name>-r<revision>``, its pods behind the Service.
 
@@ -319,6 +326,7 @@ def build_deployment(
             "annotations": {
                 TEMPLATE_HASH: template_hash,
                 **({PINS_ANNOTATION: json.dumps(pins, sort_keys=True)} if pins else {}),
+                **({SPEC_HASH: spec_hash} if spec_hash and spec_hash != template_hash else {}),
             },
             "ownerReferences": [owner_reference(md)],
         },

@@ -60,7 +60,18 @@ class Meters:
     scraper: Scraper = scrape_pods
     _runs: dict[str, _CanaryRun] = field(default_factory=dict)
     _loads: dict[str, list[Recommendation]] = field(default_factory=dict)
+    _refreshed: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def refresh_due(self, uid: str, interval_s: float, now: float) -> bool:
+        """Whether a refreshed tag is to be asked again now (spec.model.refreshInterval);
+        a restarted operator asks once at start, then once per interval."""
+        with self._lock:
+            last = self._refreshed.get(uid)
+            if last is not None and now - last < interval_s:
+                return False
+            self._refreshed[uid] = now
+            return True
 
     def canary(
         self,

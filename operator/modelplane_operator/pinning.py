@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import enum
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from modelplane_oci.reference import OCI_SCHEME
 
 from .config import OperatorConfig
 from .manifests import registry_secrets
+from .revisions import Revision, template_hash
 from .spec import ModelDeploymentSpec
 
 DOCKER_CONFIG_KEY = ".dockerconfigjson"
@@ -168,3 +169,44 @@ def _docker_configs(md: ModelDeploymentSpec, secret: SecretReader) -> _Auth:
             message = f"Secret {name}: {DOCKER_CONFIG_KEY} is not JSON"
             raise PinError(PinReason.AUTH_FAILED, message) from None
     return _Auth(tuple(configs), refused)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The digests and the revision (by hash) the spec asks for now."""
+
+    pins: Pins
+    revision_hash: str
+    warnings: tuple[str, ...] = ()
+    moved_from: str = ""  # the model's previous pinned URI, when a refresh found a new digest
+
+
+Resolver = Callable[[], tuple[Pins, list[str]]]
+
+
+def choose_pins(
+    spec_hash: str, revisions: Iterable[Revision], refresh_due: bool, resolve: Resolver
+) -> Choice:
+    """Recorded digests when the spec has a revision (nothing asked), unless a refresh
+    is due (spec.model.refreshInterval): then a moved tag means a revision of its own,
+    whose hash covers the spec and the new digests."""
+    mine = sorted((r for r in revisions if r.spec_hash == spec_hash), key=lambda r: r.number)
+    if not mine:
+        pins, warnings = resolve()  # a new spec: failures stop it before any pod
+        return Choice(pins, spec_hash, tuple(warnings))
+    newest = mine[-1]
+    recorded = Pins.from_annotation(newest.pins)
+    if not refresh_due:
+        return Choice(recorded, newest.hash)
+    try:
+        fresh, warnings = resolve()
+    except PinError as exc:  # the serving revision stays; the next refresh asks again
+        return Choice(recorded, newest.hash, (f"tag not refreshed: {exc}",))
+    fresh = Pins(model=fresh.model or recorded.model, image=fresh.image or recorded.image)
+    if fresh == recorded:
+        return Choice(recorded, newest.hash, tuple(warnings))
+    for rev in mine:  # the tag moved back to digests a kept revision serves
+        if Pins.from_annotation(rev.pins) == fresh:
+            return Choice(fresh, rev.hash, tuple(warnings), recorded.model)
+    moved = template_hash({"spec": spec_hash, "pins": fresh.as_dict()})
+    return Choice(fresh, moved, tuple(warnings), recorded.model)

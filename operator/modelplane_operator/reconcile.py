@@ -37,7 +37,15 @@ from .manifests import (
 )
 from .metering import CanaryReading, Meters
 from .patch import merge_patch
-from .pinning import STALLING, PinError, PinReason, Pins, SecretReader, resolve_pins
+from .pinning import (
+    STALLING,
+    Choice,
+    PinError,
+    PinReason,
+    SecretReader,
+    choose_pins,
+    resolve_pins,
+)
 from .pods import Event
 from .revisions import Revision, deployment_name, observe_revisions, template_hash
 from .rollout import Memory, Plan, plan, to_text
@@ -193,9 +201,11 @@ def reconcile(
     meters = meters or METERS
     seen = _observe(kube, md, config)
     try:
-        pins, pin_warnings = _pins(kube, md, config, seen)
+        choice = _pins(kube, md, config, seen, meters, now)
     except PinError as exc:
         return _unpinned(kube, body, md, previous, exc, now)
+    spec_hash = seen.desired_hash
+    seen = replace(seen, desired_hash=choice.revision_hash)
     memory = Memory.from_status(previous.get("rollout"))
     gpu_slots = _gpu_slots(kube, md)
     scaled: Decision | None = None
@@ -211,21 +221,16 @@ def reconcile(
         meta.get("annotations") or {},
         gpu_slots,
         now,
-        {"version": md.version, "uri": pins.model or md.uri, "image": pins.image or seen.image},
+        _described(md, seen, choice),
         _canary_reading(md, seen, memory, meters, now),
     )
     conflicts = _conflicts(kube, md, seen, the_plan)
     try:
-        wrote = _act(kube, md, config, seen, the_plan, conflicts, pins)
+        wrote = _act(kube, md, config, seen, the_plan, conflicts, choice, spec_hash)
     except ApiException as exc:
         if not refused(exc):
             raise
-        # Admission let through what the API server refuses in a child (an empty
-        # nodeSelectorTerms, say): the user must change the spec, so say what to change.
-        message = f"the API server refused a child of this ModelDeployment: {api_message(exc)}"
-        status, events = invalid_spec_status(md.generation, message, previous, to_text(now))
-        _report(kube, body, previous, status, events)
-        return Outcome("invalid", status)
+        return _refused_child(kube, body, md, previous, exc, now)
     if conflicts:
         the_plan = _not_started(the_plan, previous)
     status, events = compute_status(
@@ -238,12 +243,12 @@ def reconcile(
         to_text(now),
         _gpu_allocation(kube, md, seen.revisions),
     )
-    events += [Event("Warning", "ImageNotPinned", w) for w in pin_warnings]
-    requeue = the_plan.requeue_after
+    events += _pin_events(choice, the_plan, seen.revisions)
+    requeue = _sooner(the_plan.requeue_after, md.refresh_s)
     if scaled is not None:
         status["autoscaling"] = _autoscaling_status(scaled, previous, now)
         events += _scale_events(scaled, previous)
-        requeue = min(requeue or AUTOSCALE_PERIOD_S, AUTOSCALE_PERIOD_S)
+        requeue = _sooner(requeue, AUTOSCALE_PERIOD_S)
     wrote = _report(kube, body, previous, status, events) or wrote
     return Outcome("changed" if wrote else "unchanged", status, requeue)
 
@@ -356,14 +361,69 @@ def _observe(kube: Kube, md: ModelDeploymentSpec, config: OperatorConfig) -> _Ob
 
 
 def _pins(
-    kube: Kube, md: ModelDeploymentSpec, config: OperatorConfig, seen: _Observed
-) -> tuple[Pins, list[str]]:
+    kube: Kube,
+    md: ModelDeploymentSpec,
+    config: OperatorConfig,
+    seen: _Observed,
+    meters: Meters,
+    now: float,
+) -> Choice:
     """The digests of the spec's revision: recorded on it when it exists (nothing is
-    asked: a restart or a rollback serves what it served), else asked of the registries."""
-    for rev in seen.revisions.values():
-        if rev.hash == seen.desired_hash:
-            return Pins.from_annotation(rev.pins), []
-    return resolve_pins(md, seen.image, config, _secret_reader(kube))
+    asked: a restart or a rollback serves what it served), else asked of the registries;
+    with spec.model.refreshInterval, asked again once per interval."""
+    due = md.refresh_s is not None and meters.refresh_due(md.uid, md.refresh_s, now)
+    return choose_pins(
+        seen.desired_hash,
+        seen.revisions.values(),
+        due,
+        lambda: resolve_pins(md, seen.image, config, _secret_reader(kube)),
+    )
+
+
+def _described(md: ModelDeploymentSpec, seen: _Observed, choice: Choice) -> dict[str, str]:
+    """What history says of a new target revision: the digests it serves."""
+    return {
+        "version": md.version,
+        "uri": choice.pins.model or md.uri,
+        "image": choice.pins.image or seen.image,
+        "movedFrom": choice.moved_from,
+    }
+
+
+def _sooner(requeue: float | None, period: float | None) -> float | None:
+    if period is None:
+        return requeue
+    return min(requeue or period, period)
+
+
+def _pin_events(choice: Choice, the_plan: Plan, revisions: Mapping[int, Revision]) -> list[Event]:
+    events = [Event("Warning", "ImageNotPinned", w) for w in choice.warnings]
+    if choice.moved_from and the_plan.create_target:
+        events.append(
+            Event(
+                "Normal",
+                "TagMoved",
+                f"{choice.moved_from.split('@')[0]} moved from {choice.moved_from.split('@')[-1]} "
+                f"to {choice.pins.model.split('@')[-1]}: rolling out revision {the_plan.target}",
+            )
+        )
+    return events
+
+
+def _refused_child(
+    kube: Kube,
+    body: Mapping[str, Any],
+    md: ModelDeploymentSpec,
+    previous: Mapping[str, Any],
+    exc: ApiException,
+    now: float,
+) -> Outcome:
+    """Admission let through what the API server refuses in a child (an empty
+    nodeSelectorTerms, say): the user must change the spec, so say what to change."""
+    message = f"the API server refused a child of this ModelDeployment: {api_message(exc)}"
+    status, events = invalid_spec_status(md.generation, message, previous, to_text(now))
+    _report(kube, body, previous, status, events)
+    return Outcome("invalid", status)
 
 
 def _unpinned(
@@ -419,7 +479,8 @@ def _act(
     seen: _Observed,
     the_plan: Plan,
     conflicts: Sequence[str],
-    pins: Pins,
+    choice: Choice,
+    spec_hash: str,
 ) -> bool:
     """Deployments first, so that a template the API server refuses leaves no Service
     behind without a Deployment; then the Service. Whether anything was written."""
@@ -428,7 +489,7 @@ def _act(
         if md.gpu_claim is not None:
             _ask_for_claim_template(kube, md, md.gpu_claim, the_plan, seen)
         applied = _act_on_revisions(
-            kube, md, config, the_plan, seen.revisions, seen.deployments, seen.desired_hash, pins
+            kube, md, config, the_plan, seen, choice.pins.as_dict(), spec_hash
         )
         wrote = bool(applied)
         if md.gpu_claim is not None:
@@ -453,13 +514,13 @@ def _act_on_revisions(
     md: ModelDeploymentSpec,
     config: OperatorConfig,
     the_plan: Plan,
-    revisions: Mapping[int, Revision],
-    deployments: Mapping[str, Mapping[str, Any]],
-    desired_hash: str,
-    pins: Pins,
+    seen: _Observed,
+    pins: Mapping[str, str],
+    spec_hash: str,
 ) -> dict[int, Mapping[str, Any]]:
     """Apply, scale and delete the revisions' Deployments as planned; the Deployments
     written (by revision; a scaled or deleted one maps to {})."""
+    revisions, deployments, desired_hash = seen.revisions, seen.deployments, seen.desired_hash
     written: dict[int, Mapping[str, Any]] = {}
     applies: dict[int, dict[str, Any]] = {}
     scales: dict[int, int] = {}
@@ -468,7 +529,7 @@ def _act_on_revisions(
         if rev is None or rev.hash == desired_hash:
             # The spec's own template: apply it whole, which also reverts drift.
             desired = with_applied_hash(
-                build_deployment(md, config, number, desired_hash, replicas, pins.as_dict())
+                build_deployment(md, config, number, desired_hash, replicas, pins, spec_hash)
             )
             if needs_apply(deployments.get(deployment_name(md.name, number)), desired):
                 applies[number] = desired

@@ -19,6 +19,9 @@ REVISION_LABEL = "modelplane.io/revision"
 TEMPLATE_HASH = "modelplane.io/template-hash"
 # The digests a revision serves (pinning.py), as JSON: {"model": ..., "image": ...}.
 PINS_ANNOTATION = "modelplane.io/pins"
+# A revision made because a refreshed tag moved: the hash of the spec it serves (its own
+# hash then covers the spec and the new digests). Absent: the revision's hash is the spec's.
+SPEC_HASH = "modelplane.io/spec-hash"
 # Pods in these phases hold no resources; they stay only until pod GC.
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
@@ -52,6 +55,12 @@ class Revision:
     ready: int  # pods that are Ready and not terminating
     pod_objects: tuple[Mapping[str, Any], ...] = ()
     pins: str = ""  # its PINS_ANNOTATION: the digests it was made with ("" for none)
+    made_for: str = ""  # its SPEC_HASH annotation, when its hash is not the spec's
+
+    @property
+    def spec_hash(self) -> str:
+        """The hash of the spec this revision serves."""
+        return self.made_for or self.hash
 
     @property
     def unavailable(self) -> int:
@@ -96,6 +105,7 @@ def observe_revisions(
             image=str(containers[0].get("image") or ""),
             replicas=int((dep.get("spec") or {}).get("replicas") or 0),
             pins=str((meta.get("annotations") or {}).get(PINS_ANNOTATION, "")),
+            made_for=str((meta.get("annotations") or {}).get(SPEC_HASH, "")),
             pods=len(its_pods),
             ready=sum(1 for p in live if _ready(p)),
             pod_objects=tuple(live),

@@ -216,6 +216,7 @@ class ModelDeploymentSpec:
     revision_history_limit: int
     pod: PodOverrides
     autoscaling: Autoscaling | None = None
+    refresh_s: float | None = None  # spec.model.refreshInterval: re-resolve the oci:// tag
 
     @property
     def gpus_per_replica(self) -> int:
@@ -286,7 +287,20 @@ def parse(body: Mapping[str, Any]) -> ModelDeploymentSpec:
         revision_history_limit=_int(spec, "revisionHistoryLimit", 5, "spec"),
         pod=_pod(pod),
         autoscaling=_autoscaling(spec.get("autoscaling")),
+        refresh_s=_refresh(model, uri),
     )
+
+
+def _refresh(model: Mapping[str, Any], uri: str) -> float | None:
+    text = model.get("refreshInterval")
+    if text is None:
+        return None
+    if not uri.startswith("oci://"):
+        raise SpecError("spec.model.refreshInterval needs an oci:// uri")
+    try:
+        return max(10.0, parse_duration(str(text)))
+    except ValueError as exc:
+        raise SpecError(f"spec.model.refreshInterval: {exc}") from None
 
 
 def _model_source(model: Mapping[str, Any]) -> tuple[str, str, str]:

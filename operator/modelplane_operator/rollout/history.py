@@ -50,6 +50,8 @@ def start(
         "startedAt": to_text(now),
         "outcome": Outcome.PROGRESSING,
     }
+    if rev is None and meta.get("movedFrom"):
+        entry["movedFrom"] = meta["movedFrom"]  # a refreshed tag's digest before it moved
     return [entry, *out]
 
 

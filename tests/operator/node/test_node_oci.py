@@ -275,3 +275,40 @@ def test_a_runtime_image_tag_is_pinned_and_a_moved_tag_changes_nothing(
     assert template_image() == f"{image}@{first}"
     history = _md(real_node, namespace, "pinned")["status"]["history"]
     assert [h["image"] for h in history] == [f"{image}@{first}"]
+
+
+def test_with_refresh_a_moved_tag_rolls_out_once_and_history_has_both_digests(
+    real_node: Cluster, images: Images, models: Models, node_ns: str, operator: Any,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    reg = _registry(real_node, "registry")
+    uri = f"oci://{reg.host}/{node_ns}/tiny:latest"
+    d1 = _push(reg, models.folders["v1"], uri, tmp_path)
+    md = node_md("tiny", images, uri, "v1", model={"refreshInterval": "10s"})
+    real_node.apply(md, node_ns)
+    wait_ready(real_node, node_ns, "tiny", timeout=240)
+    _serves(real_node, node_ns, models, "v1")
+    d2 = _push(reg, models.folders["v2"], uri, tmp_path)
+
+    def rolled_out() -> dict[str, Any] | None:
+        found = _md(real_node, node_ns)
+        history = found.get("status", {}).get("history") or []
+        done = history and history[0].get("revision") == 2 and history[0]["outcome"] == "Succeeded"
+        return found if done else None
+
+    found = wait_for(rolled_out, "revision 2 for the moved tag", timeout=240, interval=1)
+    entry = found["status"]["history"][0]
+    assert entry["uri"] == f"{uri}@{d2}" and entry["movedFrom"] == f"{uri}@{d1}"
+    assert found["status"]["history"][1]["uri"] == f"{uri}@{d1}"
+    # The model's own bytes moved, not its version label: the output says which.
+    url = f"http://{cluster_ip(real_node, node_ns, 'tiny')}:80"
+    wait_for(lambda: np.allclose(infer_json(url)[1], models.expected["v2"], atol=1e-5),
+             "v2's output", timeout=60, interval=0.5)  # fmt: skip
+    events = real_node.get_json("events", "-n", node_ns, "--field-selector", "reason=TagMoved")
+    (moved,) = events["items"]
+    assert d1 in moved["message"] and d2 in moved["message"]
+    time.sleep(25)  # two more refreshes find the same digest: nothing more rolls out
+    names = sorted(
+        d["metadata"]["name"] for d in real_node.get_json("deployments", "-n", node_ns)["items"]
+    )
+    assert names == ["tiny-r1", "tiny-r2"]

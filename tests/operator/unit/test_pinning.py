@@ -98,3 +98,79 @@ def test_nothing_to_pin_needs_no_registry_and_no_secret() -> None:
         NO_PINS,
         [],
     )
+
+
+def _rev(number: int, hash_: str, model: str, made_for: str = "") -> Any:
+    from modelplane_operator.revisions import Revision
+
+    pins = __import__("json").dumps({"model": model})
+    return Revision(number, hash_, "v1", model, "", 1, 1, 1, (), pins, made_for)
+
+
+def test_choosing_pins_asks_the_registry_only_when_it_must() -> None:
+    from modelplane_operator.pinning import Choice, PinError, PinReason, choose_pins
+
+    a, b = f"oci://r.io/m:prod@sha256:{'a' * 64}", f"oci://r.io/m:prod@sha256:{'b' * 64}"
+    asked: list[int] = []
+
+    def registry_says(model: str) -> Any:
+        def resolve() -> tuple[Pins, list[str]]:
+            asked.append(1)
+            return Pins(model=model), []
+
+        return resolve
+
+    # A new spec: asked, and its revision gets the spec's hash.
+    assert choose_pins("s1", [], False, registry_says(a)) == Choice(Pins(model=a), "s1")
+    # Its revision exists: recorded digests, nothing asked, whatever the tag says now.
+    r1 = _rev(1, "s1", a)
+    assert choose_pins("s1", [r1], False, registry_says(b)) == Choice(Pins(model=a), "s1")
+    assert len(asked) == 1
+    # A refresh that finds the same digest keeps the revision.
+    assert choose_pins("s1", [r1], True, registry_says(a)).revision_hash == "s1"
+    # A refresh that finds a new digest: a revision of its own, recording where it came from.
+    moved = choose_pins("s1", [r1], True, registry_says(b))
+    assert moved.pins == Pins(model=b) and moved.moved_from == a
+    assert moved.revision_hash not in ("s1", "")
+    # The same move seen again gives the same revision; a move back reuses revision 1.
+    r2 = _rev(2, moved.revision_hash, b, made_for="s1")
+    assert choose_pins("s1", [r1, r2], False, registry_says(a)).pins == Pins(model=b)
+    assert choose_pins("s1", [r1, r2], True, registry_says(a)).revision_hash == "s1"
+    # Another spec's revisions are not this spec's.
+    assert choose_pins("s2", [r1, r2], False, registry_says(b)).revision_hash == "s2"
+
+    # A registry down during a refresh: the serving revision stays, with a warning.
+    def down() -> tuple[Pins, list[str]]:
+        raise PinError(PinReason.UNREACHABLE, "no answer")
+
+    kept = choose_pins("s1", [r1], True, down)
+    assert kept.revision_hash == "s1" and kept.pins == Pins(model=a) and kept.warnings
+    with pytest.raises(PinError):
+        choose_pins("s3", [r1], True, down)  # a new spec cannot start without digests
+
+
+def test_refresh_interval_needs_an_oci_uri() -> None:
+    md = parse(
+        {
+            "metadata": {"name": "t", "namespace": "n", "uid": "u"},
+            "spec": {"model": {"version": "v1", "uri": "oci://r.io/m:1", "refreshInterval": "5m"}},
+        }
+    )
+    assert md.refresh_s == 300
+    with pytest.raises(SpecError, match="oci"):
+        parse(
+            {
+                "metadata": {"name": "t"},
+                "spec": {"model": {"version": "v1", "uri": "s3://b/m", "refreshInterval": "5m"}},
+            }
+        )
+
+
+def test_a_refresh_is_due_once_per_interval() -> None:
+    from modelplane_operator.metering import Meters
+
+    meters = Meters()
+    assert meters.refresh_due("u", 30, now=100.0)  # a fresh operator asks once at start
+    assert not meters.refresh_due("u", 30, now=120.0)
+    assert meters.refresh_due("u", 30, now=131.0)
+    assert meters.refresh_due("other", 30, now=131.0)
