@@ -55,6 +55,31 @@ CASES = [
     ("uri scheme", variant("spec.model.uri", "ftp://models/x"), "model.uri must start with"),
     ("uri without location", variant("spec.model.uri", "s3://"), "model.uri must start with"),
     ("pvc uri", variant("spec.model.uri", "pvc://Bad_Claim/x"), "pvc://<claim-name>/<path"),
+    (
+        "oci uri without registry",
+        variant("spec.model.uri", "oci://models/tiny:1"),
+        "oci://<registry host>/<repository>",
+    ),
+    (
+        "oci uri with a bad tag",
+        variant("spec.model.uri", "oci://r.io/m:bad tag"),
+        "oci://<registry host>/<repository>",
+    ),
+    (
+        "refresh of a non-oci uri",
+        variant("spec.model.refreshInterval", "5m"),
+        "model.refreshInterval needs an oci:// uri",
+    ),
+    (
+        "refresh too often",
+        variant("spec.model", {"version": "1", "uri": "oci://r.io/m:1", "refreshInterval": "2s"}),
+        "at least 10s",
+    ),
+    (
+        "refresh not a duration",
+        variant("spec.model", {"version": "1", "uri": "oci://r.io/m:1", "refreshInterval": "soon"}),
+        "a duration like 30s",
+    ),
     ("version with space", variant("spec.model.version", "1.0 beta"), "model.version must be"),
     ("version too long", variant("spec.model.version", "1" * 64), "spec.model.version"),
     ("missing version", variant("spec.model.version", ...), "spec.model.version: Required value"),
