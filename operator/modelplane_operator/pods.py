@@ -98,3 +98,20 @@ def pod_problem(pods: Sequence[Mapping[str, Any]]) -> Problem | None:
         if reason in found:
             return Problem(reason, found[reason])
     return None
+
+
+# What the storage initializer says it fetched (its termination message on success).
+FETCHED_PREFIXES = ("pulled ", "content ")
+
+
+def fetched_digest(pod: Mapping[str, Any]) -> str:
+    """The digest of the model a pod's storage initializer fetched ("" before it is done):
+    the image's manifest digest for oci://, the content digest of the folder otherwise."""
+    for init in (pod.get("status") or {}).get("initContainerStatuses") or ():
+        if init.get("name") != STORAGE_CONTAINER:
+            continue
+        done = (init.get("state") or {}).get("terminated") or {}
+        message = str(done.get("message") or "").strip()
+        if done.get("exitCode") == 0 and message.startswith(FETCHED_PREFIXES):
+            return message.split(" ", 1)[1]
+    return ""

@@ -49,6 +49,7 @@ from .pinning import (
 from .pods import Event
 from .revisions import Revision, deployment_name, observe_revisions, template_hash
 from .rollout import Memory, Plan, plan, to_text
+from .rollout.history import record_fetched
 from .spec import API_VERSION, KIND, GpuClaim, ModelDeploymentSpec, SpecError, parse
 from .status import compute_status, invalid_spec_status, unservable_status
 
@@ -243,7 +244,7 @@ def reconcile(
         to_text(now),
         _gpu_allocation(kube, md, seen.revisions),
     )
-    events += _pin_events(choice, the_plan, seen.revisions)
+    events += _pin_events(choice, the_plan, seen.revisions) + _record_fetched(status, seen)
     requeue = _sooner(the_plan.requeue_after, md.refresh_s)
     if scaled is not None:
         status["autoscaling"] = _autoscaling_status(scaled, previous, now)
@@ -394,6 +395,21 @@ def _sooner(requeue: float | None, period: float | None) -> float | None:
     if period is None:
         return requeue
     return min(requeue or period, period)
+
+
+def _record_fetched(status: dict[str, Any], seen: _Observed) -> list[Event]:
+    """The digests the pods fetched, into history; a warning when one URI gave two."""
+    status["history"], changed = record_fetched(status.get("history") or [], seen.revisions)
+    return [
+        Event(
+            "Warning",
+            "ModelChanged",
+            f"pods of revision {number} fetched different bytes from the same URI: "
+            + ", ".join(digests)
+            + " (pin it: sha256 or an oci:// digest)",
+        )
+        for number, digests in changed
+    ]
 
 
 def _pin_events(choice: Choice, the_plan: Plan, revisions: Mapping[int, Revision]) -> list[Event]:

@@ -233,6 +233,23 @@ def fetch(uri: str, dest: Path, sha256: str = "", env: dict[str, str] | None = N
     return sorted(p.name for p in dest.iterdir())
 
 
+def content_digest(folder: Path) -> str:
+    """One sha256 over what landed in the model folder (each file's path and sha256): the
+    same bytes give the same digest whatever URI or archive they came through, and a
+    changed object behind an unchanged URI gives another one."""
+    listing = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if any(part.startswith(".") for part in Path(rel).parts):
+            continue  # scratch space, not the model
+        file_hash = hashlib.sha256()
+        with path.open("rb") as data:
+            while chunk := data.read(CHUNK):
+                file_hash.update(chunk)
+        listing.update(f"{rel}\0{file_hash.hexdigest()}\n".encode())
+    return "sha256:" + listing.hexdigest()
+
+
 def _http_status(uri: str, env: dict[str, str]) -> int | None:
     """The status a HEAD request gets (None: no answer at all)."""
     try:
@@ -293,12 +310,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         if args.uri.startswith(oci.reference.OCI_SCHEME) and not args.sha256:
-            digest = fetch_oci(args.uri, Path(args.dest), env)
-            # What was pulled, in the pod's status too (the termination message).
-            write_termination_message(f"pulled {digest}", env.get("MODELPLANE_TERMINATION_LOG"))
+            found = "pulled " + fetch_oci(args.uri, Path(args.dest), env)
             names = sorted(p.name for p in Path(args.dest).iterdir())
         else:
             names = fetch(args.uri, Path(args.dest), args.sha256, env)
+            found = "content " + content_digest(Path(args.dest))
+        # What was fetched, in the pod's status too (the termination message): the operator
+        # records it per revision, so a changed object behind one URI shows.
+        write_termination_message(found, env.get("MODELPLANE_TERMINATION_LOG"))
     except Exception as exc:
         _report(_describe(exc, args.uri, env), env)
         return 1

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..phases import SERVED, Outcome
+from ..pods import fetched_digest
 from ..revisions import Revision
 from ..spec import ModelDeploymentSpec
 from .memory import to_text
@@ -94,3 +95,31 @@ def deletable(
         reverse=True,
     )
     return tuple(idle[md.revision_history_limit :])
+
+
+def record_fetched(
+    hist: History, revisions: Mapping[int, Revision]
+) -> tuple[History, list[tuple[int, list[str]]]]:
+    """Each revision's newest entry records the model digest its pods fetched
+    (``modelDigest``). Different bytes behind the same URI (pods of one revision that
+    fetched different content, at once or over time) make ``modelDigests``, and are
+    returned as (revision, digests) when first seen."""
+    out, changed, done = [], [], set()
+    for h in hist:
+        number = h.get("revision")
+        rev = revisions.get(number) if isinstance(number, int) else None
+        if rev is None or rev.number in done:
+            out.append(h)
+            continue
+        done.add(rev.number)
+        before = set(h.get("modelDigests") or ()) | (
+            {h["modelDigest"]} if h.get("modelDigest") else set()
+        )
+        now = before | {d for d in map(fetched_digest, rev.pod_objects) if d}
+        if len(now) == 1 and not before:
+            h = {**h, "modelDigest": next(iter(now))}
+        elif len(now) > 1 and now != before:
+            h = {k: v for k, v in h.items() if k != "modelDigest"} | {"modelDigests": sorted(now)}
+            changed.append((rev.number, sorted(now)))
+        out.append(h)
+    return out, changed

@@ -114,6 +114,9 @@ def test_a_rollback_serves_its_revisions_bytes_after_the_tag_moved(
     pod = pods(real_node, node_ns, "modelplane.io/revision=1")[0]
     init = pod["status"]["initContainerStatuses"][0]["state"]["terminated"]
     assert init["message"].strip() == f"pulled {d1}"
+    history = wait_for(lambda: _md(real_node, node_ns)["status"]["history"][0].get("modelDigest"),
+                       "the fetched digest in history", timeout=30)  # fmt: skip
+    assert history == d1
 
     d2 = _push(reg, models.folders["v2"], uri, tmp_path)  # the tag moves
     assert d2 != d1

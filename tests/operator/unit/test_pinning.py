@@ -174,3 +174,34 @@ def test_a_refresh_is_due_once_per_interval() -> None:
     assert not meters.refresh_due("u", 30, now=120.0)
     assert meters.refresh_due("u", 30, now=131.0)
     assert meters.refresh_due("other", 30, now=131.0)
+
+
+def _pod(message: str, exit_code: int = 0) -> dict[str, Any]:
+    terminated = {"exitCode": exit_code, "message": message}
+    return {"status": {"initContainerStatuses": [
+        {"name": "storage-initializer", "state": {"terminated": terminated}}]}}  # fmt: skip
+
+
+def test_what_pods_fetched_lands_in_history_and_a_change_behind_one_uri_shows() -> None:
+    from modelplane_operator.pods import fetched_digest
+    from modelplane_operator.revisions import Revision
+    from modelplane_operator.rollout.history import record_fetched
+
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    assert fetched_digest(_pod(f"content {a}\n")) == a
+    assert fetched_digest(_pod(f"pulled {b}")) == b
+    assert fetched_digest(_pod("model download failed: 404", exit_code=1)) == ""
+    assert fetched_digest({"status": {}}) == ""
+
+    def revs(*pods: dict[str, Any]) -> dict[int, Revision]:
+        return {1: Revision(1, "h", "v1", "http://m", "", len(pods), len(pods), 0, pods)}
+
+    hist = [{"revision": 1, "outcome": "Succeeded"}, {"revision": 1, "outcome": "Superseded"}]
+    hist, changed = record_fetched(hist, revs(_pod(f"content {a}"), _pod(f"content {a}")))
+    assert hist[0]["modelDigest"] == a and "modelDigest" not in hist[1] and changed == []
+    assert record_fetched(hist, revs(_pod(f"content {a}"))) == (hist, [])  # nothing new
+    # A pod restarted later fetched other bytes from the same URI.
+    hist, changed = record_fetched(hist, revs(_pod(f"content {b}")))
+    assert hist[0]["modelDigests"] == [a, b] and "modelDigest" not in hist[0]
+    assert changed == [(1, [a, b])]
+    assert record_fetched(hist, revs(_pod(f"content {b}")))[1] == []  # told once

@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -338,3 +339,33 @@ def test_an_unparseable_uri_is_a_one_line_reason(uri: str, tmp_path: Path) -> No
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert "sig=S" not in result.stderr and ":p@" not in result.stderr
+
+
+def test_the_content_digest_is_reported_and_follows_the_bytes_not_the_uri(
+    tiny_model_dir: Path, tmp_path: Path, http_root: tuple[str, Path]
+) -> None:
+    """A tarball over http and the same folder over file:// report one content digest;
+    a changed object behind the same URI reports another."""
+    url, root = http_root
+    source = tmp_path / "src"
+    shutil.copytree(tiny_model_dir, source / "tiny")
+    make_tarball(source / "tiny", root / "tiny.tgz")
+    reported = []
+    for n, uri in enumerate((f"{url}/tiny.tgz", f"file://{source}")):
+        log = tmp_path / f"termination-{n}"
+        result = run_storage(
+            uri, str(tmp_path / f"models-{n}"), MODELPLANE_TERMINATION_LOG=str(log)
+        )
+        assert result.returncode == 0, result.stderr
+        reported.append(log.read_text().strip())
+    assert reported[0].startswith("content sha256:")
+    assert len(reported[0]) == len("content sha256:") + 64
+    assert reported[0] == reported[1]
+    (source / "tiny" / "metadata.json").write_text('{"changed": true}')
+    make_tarball(source / "tiny", root / "tiny.tgz")
+    log = tmp_path / "termination-again"
+    again = run_storage(
+        f"{url}/tiny.tgz", str(tmp_path / "again"), MODELPLANE_TERMINATION_LOG=str(log)
+    )
+    assert again.returncode == 0
+    assert log.read_text().strip() != reported[0]
