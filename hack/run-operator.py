@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from clusterkit import Cluster
 from localcluster import LocalCluster
-from operatorkit import install_crds, python_path, token_kubeconfig
+from operatorkit import install_crds, python_path, registry_env, token_kubeconfig
 
 
 def main() -> int:
@@ -37,6 +37,8 @@ def main() -> int:
     )
     os.environ["KUBECONFIG"] = str(kubeconfig)
     os.environ["PYTHONPATH"] = python_path()
+    for key, value in registry_env(cluster).items():  # the cluster's registries, trusted
+        os.environ.setdefault(key, value)
     args = [sys.executable, "-m", "modelplane_operator", "--all-namespaces", "--log-format=plain"]
     os.execv(sys.executable, [*args, *sys.argv[1:]])
 
