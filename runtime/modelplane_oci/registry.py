@@ -178,14 +178,9 @@ class Registry:
         target = urllib.parse.urlsplit(location)
         query = f"{target.query}&" if target.query else ""
         upload = f"{target.path}?{query}digest={urllib.parse.quote(digest)}"
-        self._request(
-            "PUT",
-            upload,
-            ref,
-            {"Content-Type": "application/octet-stream"},
-            body=source.read_bytes(),
-            expect=(201,),
-        )
+        headers = {"Content-Type": "application/octet-stream",
+                   "Content-Length": str(source.stat().st_size)}  # fmt: skip
+        self._request("PUT", upload, ref, headers, body=source, expect=(201,))
 
     def push_manifest(self, ref: Reference, manifest: bytes, media_type: str = OCI_MANIFEST) -> str:
         """PUT the manifest under the reference's tag; its digest."""
@@ -207,7 +202,7 @@ class Registry:
         path: str,
         ref: Reference,
         headers: Mapping[str, str] | None = None,
-        body: bytes | None = None,
+        body: bytes | Path | None = None,
         expect: tuple[int, ...] = (200,),
     ) -> _Response:
         response = self._exchange(method, path, ref, headers or {}, body)
@@ -241,7 +236,7 @@ class Registry:
         path: str,
         ref: Reference,
         headers: Mapping[str, str],
-        body: bytes | None,
+        body: bytes | Path | None,
     ) -> http.client.HTTPResponse:
         scope = (
             f"repository:{ref.repository}:{'pull,push' if method in ('POST', 'PUT') else 'pull'}"
@@ -299,10 +294,14 @@ class Registry:
         return token
 
     def _send(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes | None
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes | Path | None
     ) -> http.client.HTTPResponse:
         connection = self._connection(self.host)
         try:
+            if isinstance(body, Path):  # streamed from the file, opened again for a retry
+                with body.open("rb") as data:
+                    connection.request(method, path, body=data, headers=dict(headers))
+                    return connection.getresponse()
             connection.request(method, path, body=body, headers=dict(headers))
             return connection.getresponse()
         except (OSError, http.client.HTTPException) as exc:

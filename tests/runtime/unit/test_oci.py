@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import modelplane_oci as oci
-from modelplane_oci.image import image_of, layer_of
+from modelplane_oci.image import image_of, write_layer
 from modelplane_oci.registry import _parse_challenge, _words
 
 DIGEST = "sha256:" + "ab" * 32
@@ -109,17 +109,23 @@ def _folder(tmp_path: Path) -> Path:
 
 def test_the_model_layer_holds_the_files_at_the_root_and_is_reproducible(tmp_path: Path) -> None:
     folder = _folder(tmp_path)
-    raw, zipped = layer_of(folder)
-    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(zipped))) as tar:
+    layer = write_layer(folder, tmp_path / "layer.tar.gz")
+    zipped = layer.path.read_bytes()
+    raw = gzip.decompress(zipped)
+    assert layer.digest == "sha256:" + hashlib.sha256(zipped).hexdigest()
+    assert layer.diff_id == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert layer.size == len(zipped)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         members = {m.name: m for m in tar.getmembers()}
         assert tar.extractfile("model.pt2").read() == b"\x00program" * 100  # type: ignore[union-attr]
     assert sorted(members) == ["metadata.json", "model.pt2", "sub", "sub/extra.txt"]
     assert all(m.uid == 0 and m.mtime == 0 for m in members.values())
     (folder / "model.pt2").touch()  # a new mtime: the same content, the same digest
-    assert layer_of(folder) == (raw, zipped)
-    config, layer, manifest = image_of(folder, {"org.opencontainers.image.title": "tiny"})
+    assert write_layer(folder, tmp_path / "again.tar.gz").digest == layer.digest
+    config, image_layer, manifest = image_of(folder, {"org.opencontainers.image.title": "tiny"},
+                                             tmp_path)  # fmt: skip
     doc = json.loads(manifest)
-    assert doc["layers"][0]["digest"] == "sha256:" + hashlib.sha256(layer).hexdigest()
-    assert json.loads(config)["rootfs"]["diff_ids"] == ["sha256:" + hashlib.sha256(raw).hexdigest()]
+    assert doc["layers"][0]["digest"] == image_layer.digest == layer.digest
+    assert json.loads(config)["rootfs"]["diff_ids"] == [layer.diff_id]
     (folder / "model.pt2").write_bytes(b"other")
-    assert image_of(folder, {})[2] != image_of(_folder(tmp_path / "again"), {})[2]
+    assert write_layer(folder, tmp_path / "changed.tar.gz").digest != layer.digest
