@@ -83,13 +83,13 @@ def _digest_lines(entry: dict[str, Any]) -> list[str]:
         value = str(entry.get(what) or "")
         if "@sha256:" in value:
             name, _, digest = value.partition("@")
-            out.append(f"  {'':<9} {what + ':':<6} {name} {digest}")
+            out.append(f"  {'':<9} {what + ':':<8} {name} {digest}")
     fetched = entry.get("modelDigests") or (
         [entry["modelDigest"]] if entry.get("modelDigest") else []
     )
     if fetched:
         changed = " (different bytes behind one URI)" if len(fetched) > 1 else ""
-        out.append(f"  {'':<9} {'fetched:':<6} {', '.join(map(str, fetched))}{changed}")
+        out.append(f"  {'':<9} {'fetched:':<8} {', '.join(map(str, fetched))}{changed}")
     return out
 
 
