@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl), kwok, helm and the real node's kubelet, kube-proxy, CoreDNS
-# and metrics-server from the Go module proxy into a cache
+# kube-scheduler, kubectl), kwok, helm and the real node's kubelet, kube-proxy, CoreDNS,
+# metrics-server and containerd from the Go module proxy into a cache
 # outside the repository. Each tool lands in $MODELPLANE_CACHE/bin/<tool>-<version>
 # and is rebuilt only when its pinned version changes. Prints the bin folder.
 set -euo pipefail
@@ -109,6 +109,27 @@ build_module_tool() { # build_module_tool NAME MODULE VERSION PACKAGE [LDFLAGS]
   link "$name" "$version"
 }
 
+build_containerd() {
+  # containerd, its runc shim and ctr, from one wrapper module. CGO off: the btrfs
+  # snapshotter (the one plugin that needs cgo) is left out, as are devmapper and zfs;
+  # node-0 uses overlayfs.
+  local tools=(containerd containerd-shim-runc-v2 ctr) missing=0 t
+  for t in "${tools[@]}"; do have "$t" "$CONTAINERD_VERSION" || missing=1; done
+  if [ "$missing" = 1 ]; then
+    log "building containerd $CONTAINERD_VERSION"
+    local dir="$work/containerd-$CONTAINERD_VERSION" pkgs=()
+    mkdir -p "$dir/out"
+    printf 'module modelplane.local/containerd\n\ngo 1.26.0\n\nrequire github.com/containerd/containerd/v2 %s\n' \
+      "$CONTAINERD_VERSION" >"$dir/go.mod"
+    for t in "${tools[@]}"; do pkgs+=("github.com/containerd/containerd/v2/cmd/$t"); done
+    (cd "$dir" && go build -trimpath -tags "no_btrfs no_devmapper no_zfs" \
+      -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" \
+      -o out/ "${pkgs[@]}")
+    for t in "${tools[@]}"; do mv "$dir/out/$t" "$bin/$t-$CONTAINERD_VERSION"; done
+  fi
+  for t in "${tools[@]}"; do link "$t" "$CONTAINERD_VERSION"; done
+}
+
 build_kstatus() {
   # Our own small helper (hack/kstatus/main.go) over the kstatus library; keyed by
   # the library version and the source's hash.
@@ -176,5 +197,6 @@ build_module_tool helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm 
 # The local cluster's OCI registries (hack/localcluster/registries.py).
 build_module_tool registry github.com/distribution/distribution/v3 "$DISTRIBUTION_VERSION" \
   github.com/distribution/distribution/v3/cmd/registry
+build_containerd
 build_kstatus
 echo "$bin"

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# What the real node (node-0) and `make images` need from Debian's packages: containerd
-# (1.6), runc, the CNI plugins, iptables and conntrack (kube-proxy), buildah (daemonless
+# What the real node (node-0) and `make images` need from Debian's packages: runc, the
+# CNI plugins, iptables and conntrack (kube-proxy), buildah (daemonless
 # image builds), debootstrap (the local base image) and apache2-utils (htpasswd, for
-# the private registry). Installs only what is missing,
+# the private registry). containerd is not among them: node-0 runs containerd 2.x, built
+# from Go modules by hack/build-tools.sh. Installs only what is missing,
 # and only as root; elsewhere it says what is missing and the real node stays off.
 set -euo pipefail
 need=()
-for pair in containerd:containerd runc:runc iptables:iptables conntrack:conntrack \
+for pair in runc:runc iptables:iptables conntrack:conntrack \
             buildah:buildah debootstrap:debootstrap htpasswd:apache2-utils; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done

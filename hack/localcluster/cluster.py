@@ -398,7 +398,6 @@ class LocalCluster:
 
     def _check_binaries(self, components: Sequence[Component]) -> None:
         wanted = {"kubectl"} | {c.binary or c.name for c in components if c.command is not None}
-        wanted -= {"containerd"}  # from Debian's packages, checked by the node's prerequisites
         missing = sorted(c for c in wanted if not (self.bin_dir / c).exists())
         if missing:
             raise ClusterError(

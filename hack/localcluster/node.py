@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import addresses, registries
 from .components import Component, Site, kubeconfig_flags
-from .paths import CACHE_DIR, CLUSTERS_DIR
+from .paths import BIN_DIR, CACHE_DIR, CLUSTERS_DIR
 from .pki import NODE_NAME
 from .processes import pids_of, run, terminate
 
@@ -33,7 +33,14 @@ OWNER_FILE = RUN_DIR / "node-owner"
 CONTAINERD_SOCKET = RUN_DIR / "containerd" / "containerd.sock"
 CONTAINERD_STATE = RUN_DIR / "containerd" / "state"
 # Images survive clusters: they are imported once per content (hack/images.sh tags).
-CONTAINERD_ROOT = CACHE_DIR / "containerd"
+# containerd 2 has a root of its own: 1.6's (Debian's, used before) is not reused.
+CONTAINERD_ROOT = CACHE_DIR / "containerd-2"
+# containerd 2.x, built from Go modules by hack/build-tools.sh: Debian's 1.6 has no
+# image volumes (the kubelet's `volumes[].image`, which ImageVolume model delivery uses).
+CONTAINERD_BIN = BIN_DIR / "containerd"
+CTR_BIN = BIN_DIR / "ctr"
+# containerd finds its runc shim on PATH first: ours, beside it, not a distribution's.
+CONTAINERD_ENV = {"PATH": f"{BIN_DIR}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}
 KUBELET_ROOT = STATE_ROOT / "kubelet"
 POD_LOGS = STATE_ROOT / "pod-logs"
 CNI_IPAM = RUN_DIR / "cni-ipam"
@@ -56,7 +63,6 @@ PROCESS_NAMES = (
     "registry",
 )
 HOST_PACKAGES = {
-    "containerd": "containerd",
     "runc": "runc",
     "iptables": "iptables",
     "conntrack": "conntrack",
@@ -67,7 +73,7 @@ HOST_PACKAGES = {
 
 def ctr(*args: str, check: bool = True, timeout: float = 120) -> str:
     return run(
-        "ctr", f"--address={CONTAINERD_SOCKET}", "--namespace=k8s.io", *args,
+        str(CTR_BIN), f"--address={CONTAINERD_SOCKET}", "--namespace=k8s.io", *args,
         check=check, timeout=timeout,
     )  # fmt: skip
 
@@ -113,26 +119,28 @@ def _containerd_config(c: Site) -> None:
     # restrict_oom_score_adj: this VM has no CAP_SYS_RESOURCE, so runc cannot lower a
     # sandbox's oom_score_adj ("can't get final child's PID from pipe: EOF" without it).
     (node / "containerd.toml").write_text(
-        f"""version = 2
+        f"""version = 3
 root = "{CONTAINERD_ROOT}"
 state = "{CONTAINERD_STATE}"
 [grpc]
   address = "{CONTAINERD_SOCKET}"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause_image()}"
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{CNI_BIN}"
-    conf_dir = "{node / "cni"}"
-  [plugins."io.containerd.grpc.v1.cri".registry]
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "{pause_image()}"
+  [plugins.'io.containerd.cri.v1.images'.registry]
     config_path = "{node / "certs.d"}"
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = "runc"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["{CNI_BIN}"]
+    conf_dir = "{node / "cni"}"
 """
     )
     registries.containerd_hosts(c, node / "certs.d")
@@ -163,7 +171,8 @@ state = "{CONTAINERD_STATE}"
 
 
 def _containerd(c: Site) -> list[str]:
-    return ["containerd", f"--config={c.dir / 'node' / 'containerd.toml'}", "--log-level=warn"]
+    config = c.dir / "node" / "containerd.toml"
+    return [str(CONTAINERD_BIN), f"--config={config}", "--log-level=warn"]
 
 
 def _containerd_ready(c: Site) -> bool:
@@ -311,6 +320,7 @@ def _kubelet_config(c: Site) -> None:
         "imageGCHighThresholdPercent": 99,
         "imageGCLowThresholdPercent": 98,
         "maxPods": 40,
+        "featureGates": {"ImageVolumeWithDigest": True},  # as the API server's
     }
     (c.dir / "node" / "kubelet.yaml").write_text(json.dumps(config, indent=2))
 
@@ -492,6 +502,7 @@ NODE = (
         prepare=_containerd_config,
         ready=_containerd_ready,
         before_stop=_kill_containers,
+        env=CONTAINERD_ENV,
     ),
     # The built images, before the kubelet may need them (no registry: imagePullPolicy
     # IfNotPresent finds them in containerd).

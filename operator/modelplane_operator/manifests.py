@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from modelplane_oci.reference import OCI_SCHEME
+from modelplane_oci.reference import OCI_SCHEME, parse_oci_uri
 
 from .config import OperatorConfig
 from .revisions import (
@@ -24,6 +24,7 @@ from .spec import (
     MIG_CLASS,
     NVIDIA_DRIVER,
     GpuClaim,
+    ModelDelivery,
     ModelDeploymentSpec,
     SharingStrategy,
 )
@@ -33,6 +34,7 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_CLAIM = "gpu"
 GPU_CONFIG_API = "resource.nvidia.com/v1beta1"
 MODEL_DIR = "/mnt/models"
+MODEL_VOLUME = "model"
 # The storage initializer's registry credentials (oci:// models), one Docker config per
 # pull secret, read-only and in that container only.
 REGISTRY_AUTH_DIR = "/var/run/modelplane/registry-auth"
@@ -135,7 +137,7 @@ def _storage_initializer(md: ModelDeploymentSpec, config: OperatorConfig) -> dic
         "command": ["modelplane-storage"],
         "args": [md.uri, MODEL_DIR],
         "env": env,
-        "volumeMounts": [{"name": "model", "mountPath": MODEL_DIR}],
+        "volumeMounts": [{"name": MODEL_VOLUME, "mountPath": MODEL_DIR}],
         "securityContext": _restricted_container_security(),
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
     }
@@ -187,7 +189,7 @@ def _runtime_container(md: ModelDeploymentSpec, config: OperatorConfig) -> dict[
         "ports": [{"name": "http", "containerPort": md.port, "protocol": "TCP"}],
         "env": _runtime_env(md),
         "volumeMounts": [
-            {"name": "model", "mountPath": MODEL_DIR, "readOnly": True},
+            {"name": MODEL_VOLUME, "mountPath": MODEL_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         "readinessProbe": {
@@ -223,11 +225,8 @@ def build_pod_template(md: ModelDeploymentSpec, config: OperatorConfig) -> dict[
         "prometheus.io/path": "/metrics",
         **md.pod.annotations,
     }
-    volumes: list[dict[str, Any]] = [
-        {"name": "model", "emptyDir": {}},
-        {"name": "tmp", "emptyDir": {}},
-    ]
-    if md.uri.startswith(OCI_SCHEME) and registry_secrets(md):
+    volumes: list[dict[str, Any]] = [_model_volume(md), {"name": "tmp", "emptyDir": {}}]
+    if md.uri.startswith(OCI_SCHEME) and registry_secrets(md) and not mounts_image(md):
         volumes.append(
             {
                 "name": "registry-auth",
@@ -263,7 +262,7 @@ def build_pod_template(md: ModelDeploymentSpec, config: OperatorConfig) -> dict[
         },
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "initContainers": [_storage_initializer(md, config)],
+        **({} if mounts_image(md) else {"initContainers": [_storage_initializer(md, config)]}),
         "containers": [_runtime_container(md, config)],
         "volumes": volumes,
     }
@@ -286,9 +285,35 @@ def build_pod_template(md: ModelDeploymentSpec, config: OperatorConfig) -> dict[
         spec["serviceAccountName"] = md.pod.service_account_name
     if md.pod.priority_class_name:
         spec["priorityClassName"] = md.pod.priority_class_name
-    if md.pod.image_pull_secrets:
-        spec["imagePullSecrets"] = [dict(s) for s in md.pod.image_pull_secrets]
+    pull_secrets = _image_pull_secrets(md)
+    if pull_secrets:
+        spec["imagePullSecrets"] = pull_secrets
     return {"metadata": {"labels": labels, "annotations": annotations}, "spec": spec}
+
+
+def mounts_image(md: ModelDeploymentSpec) -> bool:
+    """Whether the kubelet mounts the model image itself (no storage initializer)."""
+    return md.delivery is ModelDelivery.IMAGE_VOLUME
+
+
+def _model_volume(md: ModelDeploymentSpec) -> dict[str, Any]:
+    """/mnt/models: the pinned model image as an image volume, or an emptyDir that the
+    storage initializer fills."""
+    if not mounts_image(md):
+        return {"name": MODEL_VOLUME, "emptyDir": {}}
+    ref = parse_oci_uri(md.uri)
+    if ref.digest:
+        ref = replace(ref, tag="")  # by digest alone: the bytes the revision pinned
+    return {"name": MODEL_VOLUME, "image": {"reference": str(ref), "pullPolicy": "IfNotPresent"}}
+
+
+def _image_pull_secrets(md: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    """The pod's pull secrets; a mounted model image is pulled by the kubelet, so its
+    secretRef joins them."""
+    secrets = [dict(s) for s in md.pod.image_pull_secrets]
+    if mounts_image(md) and md.secret_name and {"name": md.secret_name} not in secrets:
+        secrets.append({"name": md.secret_name})
+    return secrets
 
 
 def build_deployment(

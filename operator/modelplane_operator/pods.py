@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .manifests import STORAGE_CONTAINER
+from .manifests import MODEL_VOLUME, STORAGE_CONTAINER
 
 # Reasons, most urgent first: the first that applies explains why Ready is False.
 INSUFFICIENT_GPU = "InsufficientGPU"
@@ -105,8 +105,25 @@ FETCHED_PREFIXES = ("pulled ", "content ")
 
 
 def fetched_digest(pod: Mapping[str, Any]) -> str:
-    """The digest of the model a pod's storage initializer fetched ("" before it is done):
-    the image's manifest digest for oci://, the content digest of the folder otherwise."""
+    """The digest of the model a pod holds ("" before it is known): what its storage
+    initializer fetched (the image's manifest digest for oci://, the content digest of the
+    folder otherwise), or the digest the kubelet mounted as the model's image volume."""
+    return _initializer_digest(pod) or _mounted_digest(pod)
+
+
+def _mounted_digest(pod: Mapping[str, Any]) -> str:
+    # Reported where the ImageVolumeWithDigest feature gate is on (alpha in 1.37). Only a
+    # repository digest (name@sha256:…) is the manifest digest that pinning resolved.
+    for container in (pod.get("status") or {}).get("containerStatuses") or ():
+        for mount in container.get("volumeMounts") or ():
+            image = (mount.get("volumeStatus") or {}).get("image") or {}
+            ref = str(image.get("imageRef") or "")
+            if mount.get("name") == MODEL_VOLUME and "@sha256:" in ref:
+                return ref.rsplit("@", 1)[1]
+    return ""
+
+
+def _initializer_digest(pod: Mapping[str, Any]) -> str:
     for init in (pod.get("status") or {}).get("initContainerStatuses") or ():
         if init.get("name") != STORAGE_CONTAINER:
             continue

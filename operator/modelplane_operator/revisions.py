@@ -101,7 +101,7 @@ def observe_revisions(
             number=number,
             hash=str((meta.get("annotations") or {}).get(TEMPLATE_HASH, "")),
             version=str(env.get("MODELPLANE_MODEL_VERSION") or ""),
-            uri=str(_storage_uri(template)),
+            uri=_model_uri(template, str((meta.get("annotations") or {}).get(PINS_ANNOTATION, ""))),
             image=str(containers[0].get("image") or ""),
             replicas=int((dep.get("spec") or {}).get("replicas") or 0),
             pins=str((meta.get("annotations") or {}).get(PINS_ANNOTATION, "")),
@@ -111,6 +111,18 @@ def observe_revisions(
             pod_objects=tuple(live),
         )
     return revisions
+
+
+def _model_uri(template: Mapping[str, Any], pins: str) -> str:
+    """The model URI a revision serves: its storage initializer's, or, when the kubelet
+    mounts the model as an image volume (no initializer), the one pinned for it."""
+    found = _storage_uri(template)
+    if found or not pins:
+        return found
+    try:
+        return str(json.loads(pins).get("model") or "")
+    except (ValueError, AttributeError):
+        return ""
 
 
 def _storage_uri(template: Mapping[str, Any]) -> str:

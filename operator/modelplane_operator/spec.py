@@ -59,6 +59,13 @@ _PRODUCT_NAME = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9 _.()]{0,62}$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 
 
+class ModelDelivery(enum.StrEnum):
+    """How an oci:// model reaches the pod (spec.model.delivery)."""
+
+    FETCH = "Fetch"  # the storage initializer pulls it into an emptyDir: any node, any scheme
+    IMAGE_VOLUME = "ImageVolume"  # the kubelet mounts it: no copy, needs containerd 2.1+
+
+
 class SharingStrategy(enum.StrEnum):
     """How NVIDIA's DRA driver shares one allocated GPU (its GpuConfig sharing strategy)."""
 
@@ -217,6 +224,7 @@ class ModelDeploymentSpec:
     pod: PodOverrides
     autoscaling: Autoscaling | None = None
     refresh_s: float | None = None  # spec.model.refreshInterval: re-resolve the oci:// tag
+    delivery: ModelDelivery = ModelDelivery.FETCH
 
     @property
     def gpus_per_replica(self) -> int:
@@ -288,7 +296,20 @@ def parse(body: Mapping[str, Any]) -> ModelDeploymentSpec:
         pod=_pod(pod),
         autoscaling=_autoscaling(spec.get("autoscaling")),
         refresh_s=_refresh(model, uri),
+        delivery=_delivery(model, uri),
     )
+
+
+def _delivery(model: Mapping[str, Any], uri: str) -> ModelDelivery:
+    text = str(model.get("delivery") or ModelDelivery.FETCH)
+    try:
+        delivery = ModelDelivery(text)
+    except ValueError:
+        choices = ", ".join(d.value for d in ModelDelivery)
+        raise SpecError(f"spec.model.delivery {text!r} is not one of {choices}") from None
+    if delivery is ModelDelivery.IMAGE_VOLUME and not uri.startswith("oci://"):
+        raise SpecError("spec.model.delivery ImageVolume needs an oci:// uri")
+    return delivery
 
 
 def _refresh(model: Mapping[str, Any], uri: str) -> float | None:

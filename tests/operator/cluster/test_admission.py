@@ -80,6 +80,16 @@ CASES = [
         variant("spec.model", {"version": "1", "uri": "oci://r.io/m:1", "refreshInterval": "soon"}),
         "a duration like 30s",
     ),
+    (
+        "image volume of a non-oci uri",
+        variant("spec.model.delivery", "ImageVolume"),
+        "model.delivery ImageVolume needs an oci:// uri",
+    ),
+    (
+        "unknown delivery",
+        variant("spec.model", {"version": "1", "uri": "oci://r.io/m:1", "delivery": "Mount"}),
+        'supported values: "Fetch", "ImageVolume"',
+    ),
     ("version with space", variant("spec.model.version", "1.0 beta"), "model.version must be"),
     ("version too long", variant("spec.model.version", "1" * 64), "spec.model.version"),
     ("missing version", variant("spec.model.version", ...), "spec.model.version: Required value"),

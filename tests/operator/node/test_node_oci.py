@@ -315,3 +315,42 @@ def test_with_refresh_a_moved_tag_rolls_out_once_and_history_has_both_digests(
         d["metadata"]["name"] for d in real_node.get_json("deployments", "-n", node_ns)["items"]
     )
     assert names == ["tiny-r1", "tiny-r2"]
+
+
+def test_an_image_volume_and_a_fetch_serve_the_same_model(
+    real_node: Cluster, images: Images, models: Models, node_ns: str, operator: Any,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """From the private registry, so the kubelet, too, must use the model's secret."""
+    reg = _registry(real_node, "registry-auth")
+    uri = f"oci://{reg.host}/{node_ns}/tiny:v2"
+    digest = _push(reg, models.folders["v2"], uri, tmp_path)
+    _let_the_operator_read_secrets(real_node, node_ns)
+    _pull_secret(real_node, node_ns, "model-pull", reg, reg.password)
+    secret = {"secretRef": {"name": "model-pull"}}
+    real_node.apply(node_md("fetched", images, uri, "v2", model=secret), node_ns)
+    mounted = node_md("mounted", images, uri, "v2", model={**secret, "delivery": "ImageVolume"})
+    real_node.apply(mounted, node_ns)
+    for name in ("fetched", "mounted"):
+        wait_ready(real_node, node_ns, name, timeout=240)
+
+    (pod,) = pods(real_node, node_ns, "modelplane.io/deployment=mounted")
+    assert "initContainers" not in pod["spec"]  # the kubelet mounted it: nothing copied
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "model")
+    assert volume["image"]["reference"] == f"{reg.host}/{node_ns}/tiny@{digest}"
+    assert {"name": "model-pull"} in pod["spec"]["imagePullSecrets"]
+
+    outputs = {}
+    for name in ("fetched", "mounted"):
+        url = f"http://{cluster_ip(real_node, node_ns, name)}:80"
+        version, outputs[name] = infer_json(url)
+        assert version == "v2"
+    assert np.array_equal(outputs["fetched"], outputs["mounted"])  # the same bytes, served
+    assert np.allclose(outputs["mounted"], models.expected["v2"], atol=1e-5)
+
+    # Both record the digest their pods hold: the initializer's word, and the kubelet's.
+    def recorded(name: str) -> str | None:
+        return _md(real_node, node_ns, name)["status"]["history"][0].get("modelDigest")
+
+    for name in ("fetched", "mounted"):
+        assert wait_for(lambda n=name: recorded(n), f"{name}'s digest", timeout=30) == digest

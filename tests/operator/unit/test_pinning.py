@@ -15,12 +15,14 @@ from modelplane_operator.spec import SpecError, parse
 DIGEST = "sha256:" + "cd" * 32
 
 
-def _md(uri: str = "oci://registry.example.com/models/tiny:v1", **runtime: Any) -> Any:
+def _md(
+    uri: str = "oci://registry.example.com/models/tiny:v1", model: Any = None, **runtime: Any
+) -> Any:
     return parse(
         {
             "metadata": {"name": "tiny", "namespace": "ns", "uid": "u1", "generation": 1},
             "spec": {
-                "model": {"version": "v1", "uri": uri},
+                "model": {"version": "v1", "uri": uri, **(model or {})},
                 "runtime": runtime,
                 "pod": {"imagePullSecrets": [{"name": "pull"}]},
             },
@@ -205,3 +207,53 @@ def test_what_pods_fetched_lands_in_history_and_a_change_behind_one_uri_shows() 
     assert hist[0]["modelDigests"] == [a, b] and "modelDigest" not in hist[0]
     assert changed == [(1, [a, b])]
     assert record_fetched(hist, revs(_pod(f"content {b}")))[1] == []  # told once
+
+
+def test_an_image_volume_mounts_the_pinned_digest_with_no_initializer() -> None:
+    md = _md(model={"delivery": "ImageVolume", "secretRef": {"name": "model-pull"}})
+    config = OperatorConfig(runtime_image="r.io/rt:1", registry_ca="PEM")
+    dep = build_deployment(md, config, 2, "h", 1, {"model": f"{md.uri}@{DIGEST}"})
+    pod = dep["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    # By digest alone, so the kubelet cannot mount what the tag names later.
+    reference = f"registry.example.com/models/tiny@{DIGEST}"
+    assert volumes["model"] == {
+        "name": "model",
+        "image": {"reference": reference, "pullPolicy": "IfNotPresent"},
+    }
+    assert "registry-auth" not in volumes  # the kubelet pulls: no credentials in the pod
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "model")
+    assert mount == {"name": "model", "mountPath": "/mnt/models", "readOnly": True}
+    # The kubelet pulls the model with the pod's pull secrets, the model's own among them.
+    assert pod["imagePullSecrets"] == [{"name": "pull"}, {"name": "model-pull"}]
+    fetch = build_pod_template(_md(model={"delivery": "Fetch"}), config)
+    assert fetch == build_pod_template(_md(), config)  # Fetch is the default: same hash
+    assert fetch["spec"]["initContainers"][0]["name"] == "storage-initializer"
+    assert fetch["spec"]["imagePullSecrets"] == [{"name": "pull"}]
+
+
+@pytest.mark.parametrize(
+    ("model", "words"),
+    [
+        ({"uri": "s3://models/tiny/1", "delivery": "ImageVolume"}, "ImageVolume needs an oci://"),
+        ({"delivery": "Volume"}, "'Volume' is not one of Fetch, ImageVolume"),
+    ],
+)
+def test_delivery_is_checked(model: dict[str, Any], words: str) -> None:
+    with pytest.raises(SpecError, match=words):
+        _md(model=model)
+
+
+def test_the_digest_a_pod_mounted_is_read_from_its_volume_status() -> None:
+    from modelplane_operator.pods import fetched_digest
+
+    def pod(image_ref: str, name: str = "model") -> dict[str, Any]:
+        status = {"image": {"imageRef": image_ref}}
+        mount = {"name": name, "mountPath": "/mnt/models", "volumeStatus": status}
+        return {"status": {"containerStatuses": [{"name": "runtime", "volumeMounts": [mount]}]}}
+
+    assert fetched_digest(pod(f"198.18.0.10:5000/models/tiny@{DIGEST}")) == DIGEST
+    assert fetched_digest(pod(DIGEST)) == ""  # an image ID, not the manifest digest
+    assert fetched_digest(pod(f"r.io/other@{DIGEST}", name="tmp")) == ""
+    assert fetched_digest({"status": {}}) == ""
