@@ -101,13 +101,34 @@ MOD
 build_module_tool() { # build_module_tool NAME MODULE VERSION PACKAGE [LDFLAGS]
   local name=$1 module=$2 version=$3 pkg=$4 extra=${5:-}
   have "$name" "$version" && { link "$name" "$version"; return; }
-  log "building $name $version"
-  local dir="$work/$name-$version"
-  mkdir -p "$dir"
-  printf 'module modelplane.local/%s\n\ngo 1.26.0\n\nrequire %s %s\n' "$name" "$module" "$version" >"$dir/go.mod"
-  (cd "$dir" && go build -trimpath -ldflags "-s -w $extra" -o "$bin/$name-$version" "$pkg")
+  # Two builds may want one tool at once (CI's images.sh needs the registry while this
+  # script runs beside it): one builds, the other waits and finds it.
+  local lock
+  exec {lock}>"$bin/.$name.lock"
+  flock "$lock"
+  if ! have "$name" "$version"; then
+    log "building $name $version"
+    local dir="$work/$name-$version"
+    mkdir -p "$dir"
+    printf 'module modelplane.local/%s\n\ngo 1.26.0\n\nrequire %s %s\n' "$name" "$module" "$version" >"$dir/go.mod"
+    (cd "$dir" && go build -trimpath -ldflags "-s -w $extra" -o "$bin/$name-$version.part" "$pkg")
+    mv "$bin/$name-$version.part" "$bin/$name-$version"
+  fi
+  exec {lock}>&-
   link "$name" "$version"
 }
+
+build_registry() { # CNCF distribution: the cluster's registries and the image store
+  build_module_tool registry github.com/distribution/distribution/v3 "$DISTRIBUTION_VERSION" \
+    github.com/distribution/distribution/v3/cmd/registry
+}
+
+# `build-tools.sh registry`: only the registry (hack/images.sh pushes through one).
+if [ "${1:-}" = registry ]; then
+  build_registry
+  echo "$bin"
+  exit 0
+fi
 
 build_containerd() {
   # containerd, its runc shim and ctr, from one wrapper module. CGO off: the btrfs
@@ -194,9 +215,8 @@ build_module_tool kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwo
   "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
 build_module_tool helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
   "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
-# The local cluster's OCI registries (hack/localcluster/registries.py).
-build_module_tool registry github.com/distribution/distribution/v3 "$DISTRIBUTION_VERSION" \
-  github.com/distribution/distribution/v3/cmd/registry
+# The local cluster's OCI registries (hack/localcluster/registries.py, images.py).
+build_registry
 build_containerd
 build_kstatus
 echo "$bin"

@@ -4,7 +4,7 @@
 python hack/cluster.py up        # build tools if needed, start, print KUBECONFIG
 python hack/cluster.py status    # components and nodes
 python hack/cluster.py down      # stop everything, delete its data
-python hack/cluster.py import-images   # give the real node's containerd the built images
+python hack/cluster.py pull-images   # the real node's containerd pulls the built images
 python hack/cluster.py leftovers # what a stopped real node left behind (empty: nothing)
 
 MODELPLANE_REAL_NODE=0 starts no real node; =1 fails when it cannot start one.
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument(
-        "command", choices=["up", "down", "status", "kubeconfig", "import-images", "leftovers"]
+        "command", choices=["up", "down", "status", "kubeconfig", "pull-images", "leftovers"]
     )
     parser.add_argument("--name", default="modelplane", help="cluster name (state folder)")
     parser.add_argument("--cpu-nodes", type=int, default=2)
@@ -52,11 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "kubeconfig":
         print(cluster.kubeconfig)
         return 0
-    if args.command == "import-images":
+    if args.command == "pull-images":
         from localcluster import node
 
-        for ref in node.import_images():
-            print(f"imported {ref}")
+        owner = LocalCluster(node.owner() or args.name)  # the cluster running node-0
+        for ref in node.pull_images(owner):
+            print(f"pulled {ref}")
         return 0
     if args.command == "leftovers":
         from localcluster import node

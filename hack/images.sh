@@ -8,10 +8,11 @@
 #   - pip installs from a wheelhouse downloaded on the host (inside a build step the
 #     registries' certificate is trusted only by the host's CA bundle, which must never be
 #     baked into an image), mounted read-only into the build.
-# Each image is tagged by the hash of everything it is built from and exported once as an
-# OCI archive under $MODELPLANE_CACHE/images, so a warm run rebuilds nothing. The real
-# node imports the archives into its containerd (hack/localcluster/node.py); when that
-# containerd is running, this script imports them at once.
+# Each image is tagged by the hash of everything it is built from and pushed once into
+# the image store, a registry whose storage lives in $MODELPLANE_CACHE/images/registry
+# (hack/localcluster/imagestore.py), so a warm run rebuilds and pushes nothing. The real
+# node's containerd pulls from that store, served read-only on 127.0.0.1; when that
+# containerd is running, this script has it pull them at once.
 # Writes $MODELPLANE_CACHE/images/images.env with the image references.
 set -euo pipefail
 shopt -s inherit_errexit  # a failed build inside $(...) fails the script
@@ -87,7 +88,7 @@ src=$(sources_hash)
 
 # ------------------------------------------------------------------ disk space
 # The runtime image carries torch's CUDA libraries: building it needs its venv once in
-# buildah's storage, once in the archive and once more in containerd's store. A cache
+# buildah's storage, once in the image store and once more in containerd's store. A cache
 # that keeps older builds besides fills a CI disk, so older builds go before a new one.
 GIB=$((1 << 30))
 ROOM_GIB_RUNTIME=${ROOM_GIB_RUNTIME:-24}
@@ -119,14 +120,61 @@ make_room() { # make_room NAME TAG: drop what older builds of NAME hold; fail cl
   fi
 }
 
+# ------------------------------------------------------------------ the image store
+# A writer instance over the store's storage, on a free port, started at the first push
+# (buildah skips the layers the store has); the cluster's instance serves it read-only.
+store_state="$images/.writer"
+store_host=$("$py" -c 'import sys; sys.path.insert(0, "hack")
+from localcluster import imagestore; print(imagestore.host())')
+writer() { # prints the writer's address, starting it when needed
+  if [ ! -s "$store_state/address" ]; then
+    local registry
+    registry="$(bash hack/build-tools.sh registry)/registry"
+    mkdir -p "$store_state"
+    local address
+    address=$("$py" -c 'import sys; sys.path.insert(0, "hack")
+from pathlib import Path
+from localcluster import imagestore, processes
+address = f"127.0.0.1:{processes.free_port()}"
+imagestore.write_config(Path(sys.argv[1]), address, read_only=False)
+print(address)' "$store_state/config.yml")
+    "$registry" serve "$store_state/config.yml" >"$store_state/log" 2>&1 &
+    echo $! >"$store_state/pid"
+    for _ in $(seq 100); do
+      curl -fsS "http://$address/v2/" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    echo "$address" >"$store_state/address"
+  fi
+  cat "$store_state/address"
+}
+stop_writer() { # then collect what older tags left (no writer may run meanwhile)
+  [ -s "$store_state/pid" ] || return 0
+  local pid
+  pid=$(cat "$store_state/pid")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  "$(bash hack/build-tools.sh registry)/registry" garbage-collect --delete-untagged \
+    "$store_state/config.yml" >>"$store_state/log" 2>&1 || log "garbage collection failed: $store_state/log"
+  rm -rf "$store_state"
+}
+rm -rf "$store_state"  # a writer an interrupted run left is gone with that run's shell
+trap stop_writer EXIT
+
+push() { # push REF NAME TAG: into the store, uncompressed (loopback: gzip would only cost CPU)
+  local address
+  address=$(writer)
+  bud push --quiet --tls-verify=false --disable-compression "$1" "docker://$address/modelplane/$2:$3"
+}
+
 build() { # build NAME DOCKERFILE TARGET -> prints the image reference
   local name=$1 dockerfile=$2 target=$3
   local tag
   tag=$(printf '%s %s %s %s %s' "$src" "$base_image" "$target" \
     "$(sha256sum "$dockerfile" "$dockerfile.dockerignore" | cut -c1-64 | tr '\n' ' ')" "$wheel_key" \
     | sha256sum | cut -c1-12)
-  local ref="localhost/modelplane/$name:$tag" archive="$images/$name-$tag.oci.tar"
-  if [ ! -s "$archive" ]; then
+  local ref="localhost/modelplane/$name:$tag" pushed="$images/$name-$tag.pushed"
+  if [ ! -e "$pushed" ]; then
     local t0=$SECONDS
     if ! bud inspect --type image "$ref" >/dev/null 2>&1; then
       make_room "$name" "$tag"
@@ -138,35 +186,37 @@ build() { # build NAME DOCKERFILE TARGET -> prints the image reference
         --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/wheels \
         -v "$wheels:/wheels:ro" -t "$ref" . >/dev/null
     fi
-    log "exporting $ref to $archive"
-    rm -f "$images/$name-"*.oci.tar  # one archive per image: the newest content
-    bud push --quiet --disable-compression "$ref" "oci-archive:$archive.part:$ref"
-    mv "$archive.part" "$archive"
+    log "pushing $ref to the image store"
+    push "$ref" "$name" "$tag"
+    rm -f "$images/$name-"*.pushed "$images/$name-"*.oci.tar
+    touch "$pushed"
     printf '%s %s %s\n' "$name" "$tag" "$((SECONDS - t0))" >>"$images/build-times.log"
     local old
     old=$(older_builds "$name" "$tag")
     [ -z "$old" ] || bud rmi $old >/dev/null 2>&1 || true
   fi
-  echo "$ref"
+  echo "$store_host/modelplane/$name:$tag"
 }
 
 pause_image() { # the pod sandbox process (hack/pause), a static Go binary in an empty image
   local tag
   tag=$(cat hack/pause/main.go hack/pause/go.mod | sha256sum | cut -c1-12)
-  local ref="localhost/modelplane/pause:$tag" archive="$images/pause-$tag.oci.tar"
-  if [ ! -s "$archive" ]; then
-    log "building $ref"
-    (cd hack/pause && CGO_ENABLED=0 GOTOOLCHAIN=local go build -trimpath -ldflags "-s -w" -o "$images/pause" .)
-    local ctr
-    ctr=$(bud from scratch)
-    bud copy "$ctr" "$images/pause" /pause >/dev/null
-    bud config --entrypoint '["/pause"]' --user 65535:65535 "$ctr"
-    bud commit --rm --quiet "$ctr" "$ref" >/dev/null
-    rm -f "$images/pause-"*.oci.tar
-    bud push --quiet --disable-compression "$ref" "oci-archive:$archive.part:$ref"
-    mv "$archive.part" "$archive"
+  local ref="localhost/modelplane/pause:$tag" pushed="$images/pause-$tag.pushed"
+  if [ ! -e "$pushed" ]; then
+    if ! bud inspect --type image "$ref" >/dev/null 2>&1; then
+      log "building $ref"
+      (cd hack/pause && CGO_ENABLED=0 GOTOOLCHAIN=local go build -trimpath -ldflags "-s -w" -o "$images/pause" .)
+      local ctr
+      ctr=$(bud from scratch)
+      bud copy "$ctr" "$images/pause" /pause >/dev/null
+      bud config --entrypoint '["/pause"]' --user 65535:65535 "$ctr"
+      bud commit --rm --quiet "$ctr" "$ref" >/dev/null
+    fi
+    push "$ref" pause "$tag"
+    rm -f "$images/pause-"*.pushed "$images/pause-"*.oci.tar
+    touch "$pushed"
   fi
-  echo "$ref"
+  echo "$store_host/modelplane/pause:$tag"
 }
 
 pause=$(pause_image)
@@ -182,8 +232,18 @@ MODELPLANE_OPERATOR_IMAGE=$operator
 ENV
 log "images: $runtime $storage $operator"
 
-# The real node's containerd, when it runs, gets them now (else at node start).
+# Older tags leave the store: deleted through the writer, their blobs collected on exit.
+if [ -s "$store_state/address" ]; then
+  "$py" -c 'import sys; sys.path.insert(0, "hack")
+from localcluster import imagestore
+for ref in imagestore.prune(sys.argv[1], dict(a.split("=") for a in sys.argv[2:])):
+    print(f"[images] dropped {ref} from the image store", file=sys.stderr)' "$(cat "$store_state/address")" \
+    "pause=${pause##*:}" "runtime=${runtime##*:}" "storage-initializer=${storage##*:}" "operator=${operator##*:}"
+fi
+stop_writer
+
+# The real node's containerd, when it runs, pulls them now (else at node start).
 if [ -S /run/modelplane/containerd/containerd.sock ]; then
-  "$py" hack/cluster.py import-images
+  "$py" hack/cluster.py pull-images
 fi
 echo "$images/images.env"

@@ -14,10 +14,11 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
-from . import addresses, registries
+from . import addresses, imagestore, registries
 from .components import Component, Site, kubeconfig_flags
 from .paths import BIN_DIR, CACHE_DIR, CLUSTERS_DIR
 from .pki import NODE_NAME
@@ -45,8 +46,7 @@ KUBELET_ROOT = STATE_ROOT / "kubelet"
 POD_LOGS = STATE_ROOT / "pod-logs"
 CNI_IPAM = RUN_DIR / "cni-ipam"
 CNI_BIN = Path("/usr/lib/cni")
-IMAGES_DIR = CACHE_DIR / "images"
-IMAGES_ENV = IMAGES_DIR / "images.env"
+IMAGES_ENV = imagestore.IMAGES_DIR / "images.env"
 
 BRIDGE = "mp0"
 NODE_LINK = "mp-node"  # holds NODE_IP/32; its peer sits in SINK_NETNS, where packets die
@@ -78,9 +78,9 @@ def ctr(*args: str, check: bool = True, timeout: float = 120) -> str:
     )  # fmt: skip
 
 
-# Unpacking the runtime image (torch with CUDA, about 3 GB) the first time takes minutes
-# on 2 busy cores: 120 s was not always enough.
-IMPORT_TIMEOUT_S = 900.0
+# Pulling and unpacking the runtime image (torch with CUDA, about 6 GB) the first time
+# takes minutes on 2 busy cores: 120 s was not always enough.
+PULL_TIMEOUT_S = 900.0
 
 
 # ------------------------------------------------------------------- host network
@@ -111,7 +111,16 @@ def _host_network_down(c: Site) -> None:
 
 
 # --------------------------------------------------------------------- containerd
+def _drop_legacy_root() -> None:
+    """containerd 1.6's image store (before node-0 ran 2.x): several GB nothing reads."""
+    legacy = CACHE_DIR / "containerd"
+    mounted = Path("/proc/mounts").read_text() if Path("/proc/mounts").exists() else ""
+    if legacy.is_dir() and f" {legacy}/" not in mounted:
+        shutil.rmtree(legacy, ignore_errors=True)
+
+
 def _containerd_config(c: Site) -> None:
+    _drop_legacy_root()
     node = c.dir / "node"
     (node / "cni").mkdir(parents=True, exist_ok=True)
     for d in (CONTAINERD_ROOT, CONTAINERD_STATE, CNI_IPAM):
@@ -144,6 +153,7 @@ state = "{CONTAINERD_STATE}"
 """
     )
     registries.containerd_hosts(c, node / "certs.d")
+    imagestore.containerd_hosts(node / "certs.d")
     # Pod networking: one bridge, host-local addresses in NODE_POD_CIDR, no masquerade
     # (nothing may leave the machine; the host reaches the bridge directly).
     conflist = {
@@ -216,35 +226,45 @@ def image_refs() -> dict[str, str]:
 
 
 def pause_image() -> str:
-    return image_refs().get("MODELPLANE_PAUSE_IMAGE", "localhost/modelplane/pause:missing")
+    missing = f"{imagestore.host()}/modelplane/pause:missing"
+    return image_refs().get("MODELPLANE_PAUSE_IMAGE", missing)
 
 
-def _import_images(c: Site) -> None:
-    import_images()
+def _pull_images(c: Site) -> None:
+    pull_images(c)
 
 
-def import_images() -> list[str]:
-    """Import each built image containerd lacks; drop older tags of modelplane's images.
+def _ours(ref: str) -> bool:
+    """A tag of modelplane's images, pulled from the store (or imported, before it)."""
+    name = ref.partition("@")[0]
+    return (
+        "@" not in ref
+        and name.split("/", 1)[-1].startswith(imagestore.REPOSITORY_PREFIX)
+        and (name.startswith(("localhost/", "127.0.0.1:")))
+    )
+
+
+def pull_images(c: Site) -> list[str]:
+    """Pull each built image containerd lacks from the image store, as a node pulls from
+    any registry (only missing layers move); drop older tags of modelplane's images.
 
     Older tags go first, with a synchronous garbage collection, so that the disk never
     holds an old and a new runtime image (several GB each) at once.
     """
     wanted = image_refs()
     have = set(ctr("images", "ls", "-q", check=False).split())
-    stale = [r for r in have if r.startswith("localhost/modelplane/") and r not in wanted.values()]
+    stale = [r for r in have if _ours(r) and r not in wanted.values()]
     if stale:
         ctr("images", "rm", "--sync", *stale, check=False)
-    imported = []
+    pulled = []
     for ref in wanted.values():
-        name, _, tag = ref.rpartition(":")
-        archive = IMAGES_DIR / f"{name.rsplit('/', 1)[1]}-{tag}.oci.tar"
-        if ref not in have and archive.exists():
+        if ref not in have:
             ctr(
-                "images", "import", "--snapshotter=overlayfs", "--no-unpack=false", str(archive),
-                timeout=IMPORT_TIMEOUT_S,
+                "images", "pull", f"--hosts-dir={c.dir / 'node' / 'certs.d'}",
+                "--snapshotter=overlayfs", ref, timeout=PULL_TIMEOUT_S,
             )  # fmt: skip
-            imported.append(ref)
-    return imported
+            pulled.append(ref)
+    return pulled
 
 
 # ------------------------------------------------------------------------ kubelet
@@ -496,6 +516,7 @@ NODE = (
     Component("host-network", prepare=_host_network_up, cleanup=_host_network_down),
     # On node-0's address, before containerd, whose hosts directory names their ports.
     *registries.COMPONENTS,
+    imagestore.COMPONENT,  # modelplane's own images, on 127.0.0.1
     Component(
         "containerd",
         _containerd,
@@ -504,9 +525,9 @@ NODE = (
         before_stop=_kill_containers,
         env=CONTAINERD_ENV,
     ),
-    # The built images, before the kubelet may need them (no registry: imagePullPolicy
-    # IfNotPresent finds them in containerd).
-    Component("images", prepare=_import_images),
+    # The built images, pulled before the kubelet may need them (imagePullPolicy
+    # IfNotPresent then finds them in containerd).
+    Component("images", prepare=_pull_images),
     Component(
         "kubelet",
         _kubelet,
