@@ -11,7 +11,7 @@
 # Each image is tagged by the hash of everything it is built from and pushed once into
 # the image store, a registry whose storage lives in $MODELPLANE_CACHE/images/registry
 # (hack/localcluster/imagestore.py), so a warm run rebuilds and pushes nothing. The real
-# node's containerd pulls from that store, served read-only on 127.0.0.1; when that
+# node's containerd pulls from that store, served read-only on node-0's address; when that
 # containerd is running, this script has it pull them at once.
 # Writes $MODELPLANE_CACHE/images/images.env with the image references.
 set -euo pipefail

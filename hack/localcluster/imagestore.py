@@ -2,11 +2,12 @@
 
 ``make images`` (hack/images.sh) pushes each image it builds into a CNCF distribution
 registry whose storage lives in the cache (``STORE_DIR``), through a writer instance of
-its own on a free port. A cluster with a real node serves the same storage read-only on
-``127.0.0.1:<port>`` (the port is chosen once and kept in ``PORT_FILE``, since image
-references carry it), and node-0's containerd pulls from it, as a node pulls from any
-registry: only the layers it lacks, so a source change moves one small layer instead
-of a whole image. Older tags are deleted and their blobs collected after each push.
+its own on a free port of 127.0.0.1. A cluster with a real node serves the same storage
+read-only on node-0's address (plain HTTP, declared so in containerd's hosts directory;
+the port is kept in ``PORT_FILE``, since image references carry it), and node-0's
+containerd pulls from it, as a node pulls from any registry: only the layers it lacks,
+so a source change moves one small layer instead of a whole image. Older tags are
+deleted and their blobs collected after each push.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from . import addresses
 from .components import Component, Site
 from .paths import CACHE_DIR
 
@@ -44,12 +46,13 @@ def port() -> int:
 
 
 def host() -> str:
-    return f"127.0.0.1:{port()}"
+    """Where the cluster serves the store: node-0's address, like its other registries."""
+    return f"{addresses.NODE_IP}:{port()}"
 
 
 def write_config(path: Path, address: str, read_only: bool, root: Path = STORE_DIR) -> Path:
-    """distribution's configuration over the store: plain HTTP on loopback (nothing but
-    this machine reaches it), deletes for the writer's pruning, read-only when serving."""
+    """distribution's configuration over the store: plain HTTP (on addresses nothing off
+    this machine reaches), deletes for the writer's pruning, read-only when serving."""
     root.mkdir(parents=True, exist_ok=True)
     maintenance = "  maintenance:\n    readonly:\n      enabled: true\n" if read_only else ""
     path.write_text(
@@ -102,7 +105,7 @@ def _delete(manifests: str, tag: str) -> None:
 
 
 def containerd_hosts(hosts_dir: Path) -> None:
-    """containerd's hosts.toml for the store: plain HTTP on loopback, pull only."""
+    """containerd's hosts.toml for the store: plain HTTP, pull only."""
     folder = hosts_dir / host()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "hosts.toml").write_text(

@@ -236,12 +236,9 @@ def _pull_images(c: Site) -> None:
 
 def _ours(ref: str) -> bool:
     """A tag of modelplane's images, pulled from the store (or imported, before it)."""
-    name = ref.partition("@")[0]
-    return (
-        "@" not in ref
-        and name.split("/", 1)[-1].startswith(imagestore.REPOSITORY_PREFIX)
-        and (name.startswith(("localhost/", "127.0.0.1:")))
-    )
+    host, _, repository = ref.partition("/")
+    local = host in ("localhost", imagestore.host()) or host.startswith("127.0.0.1:")
+    return local and "@" not in ref and repository.startswith(imagestore.REPOSITORY_PREFIX)
 
 
 def pull_images(c: Site) -> list[str]:
@@ -516,7 +513,7 @@ NODE = (
     Component("host-network", prepare=_host_network_up, cleanup=_host_network_down),
     # On node-0's address, before containerd, whose hosts directory names their ports.
     *registries.COMPONENTS,
-    imagestore.COMPONENT,  # modelplane's own images, on 127.0.0.1
+    imagestore.COMPONENT,  # modelplane's own images
     Component(
         "containerd",
         _containerd,
