@@ -85,9 +85,6 @@ def _apiserver(c: Site) -> list[str]:
         f"--service-cluster-ip-range={addresses.SERVICE_CIDR}",
         "--authorization-mode=Node,RBAC",
         "--enable-admission-plugins=NodeRestriction",
-        # Pods report the digest of each image volume they mount (alpha in 1.37); the
-        # operator records it as the model digest a pod serves.
-        "--feature-gates=ImageVolumeWithDigest=true",
         "--allow-privileged=true",
         f"--audit-policy-file={c.dir / 'audit-policy.yaml'}",
         f"--audit-log-path={c.audit_log}",

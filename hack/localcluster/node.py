@@ -235,32 +235,47 @@ def _pull_images(c: Site) -> None:
 
 
 def _ours(ref: str) -> bool:
-    """A tag of modelplane's images, pulled from the store (or imported, before it)."""
+    """A reference to one of modelplane's images, from the store (or imported, before it)."""
     host, _, repository = ref.partition("/")
     local = host in ("localhost", imagestore.host()) or host.startswith("127.0.0.1:")
-    return local and "@" not in ref and repository.startswith(imagestore.REPOSITORY_PREFIX)
+    return local and repository.startswith(imagestore.REPOSITORY_PREFIX)
+
+
+def _listed() -> dict[str, str]:
+    """containerd's image references and the manifest digest each names."""
+    lines = ctr("images", "ls", check=False).splitlines()[1:]  # REF TYPE DIGEST SIZE …
+    return {f[0]: f[2] for f in (line.split() for line in lines) if len(f) > 2}
+
+
+def _by_digest(ref: str, digest: str) -> str:
+    return f"{ref.rpartition(':')[0]}@{digest}"
 
 
 def pull_images(c: Site) -> list[str]:
     """Pull each built image containerd lacks from the image store, as a node pulls from
-    any registry (only missing layers move); drop older tags of modelplane's images.
+    any registry (only missing layers move); drop older references to modelplane's images.
 
-    Older tags go first, with a synchronous garbage collection, so that the disk never
-    holds an old and a new runtime image (several GB each) at once.
+    Older ones go first, with a synchronous garbage collection, so that the disk never
+    holds an old and a new runtime image (several GB each) at once. A pulled image also
+    gets its ``name@sha256:…`` reference, as the CRI's own pulls do, so that pods report
+    the manifest digest they run as their imageID.
     """
-    wanted = image_refs()
-    have = set(ctr("images", "ls", "-q", check=False).split())
-    stale = [r for r in have if _ours(r) and r not in wanted.values()]
+    wanted = set(image_refs().values())
+    listed = _listed()
+    keep = wanted | {_by_digest(r, listed[r]) for r in wanted if r in listed}
+    stale = [r for r in listed if _ours(r) and r not in keep]
     if stale:
         ctr("images", "rm", "--sync", *stale, check=False)
-    pulled = []
-    for ref in wanted.values():
-        if ref not in have:
-            ctr(
-                "images", "pull", f"--hosts-dir={c.dir / 'node' / 'certs.d'}",
-                "--snapshotter=overlayfs", ref, timeout=PULL_TIMEOUT_S,
-            )  # fmt: skip
-            pulled.append(ref)
+    pulled = sorted(wanted - listed.keys())
+    for ref in pulled:
+        ctr(
+            "images", "pull", f"--hosts-dir={c.dir / 'node' / 'certs.d'}",
+            "--snapshotter=overlayfs", ref, timeout=PULL_TIMEOUT_S,
+        )  # fmt: skip
+    listed = _listed() if pulled else listed
+    for ref in sorted(wanted & listed.keys()):
+        if _by_digest(ref, listed[ref]) not in listed:
+            ctr("images", "tag", "--force", ref, _by_digest(ref, listed[ref]))
     return pulled
 
 
@@ -337,7 +352,6 @@ def _kubelet_config(c: Site) -> None:
         "imageGCHighThresholdPercent": 99,
         "imageGCLowThresholdPercent": 98,
         "maxPods": 40,
-        "featureGates": {"ImageVolumeWithDigest": True},  # as the API server's
     }
     (c.dir / "node" / "kubelet.yaml").write_text(json.dumps(config, indent=2))
 

@@ -112,14 +112,23 @@ def fetched_digest(pod: Mapping[str, Any]) -> str:
 
 
 def _mounted_digest(pod: Mapping[str, Any]) -> str:
-    # Reported where the ImageVolumeWithDigest feature gate is on (alpha in 1.37). Only a
-    # repository digest (name@sha256:…) is the manifest digest that pinning resolved.
-    for container in (pod.get("status") or {}).get("containerStatuses") or ():
+    """The digest of the model's image volume, once a container runs with it mounted."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or ()
+    for container in statuses:
         for mount in container.get("volumeMounts") or ():
+            # The kubelet's word, where the runtime reports it (feature gate
+            # ImageVolumeWithDigest, alpha in 1.37; containerd 2.4 does not yet). Only a
+            # repository digest (name@sha256:…) is the manifest digest pinning resolved.
             image = (mount.get("volumeStatus") or {}).get("image") or {}
             ref = str(image.get("imageRef") or "")
             if mount.get("name") == MODEL_VOLUME and "@sha256:" in ref:
                 return ref.rsplit("@", 1)[1]
+    # Else the reference itself: mounted by digest, the runtime checked the bytes against it.
+    for volume in (pod.get("spec") or {}).get("volumes") or ():
+        ref = str((volume.get("image") or {}).get("reference") or "")
+        started = any(c.get("started") or "running" in (c.get("state") or {}) for c in statuses)
+        if volume.get("name") == MODEL_VOLUME and "@sha256:" in ref and started:
+            return ref.rsplit("@", 1)[1]
     return ""
 
 

@@ -257,3 +257,10 @@ def test_the_digest_a_pod_mounted_is_read_from_its_volume_status() -> None:
     assert fetched_digest(pod(DIGEST)) == ""  # an image ID, not the manifest digest
     assert fetched_digest(pod(f"r.io/other@{DIGEST}", name="tmp")) == ""
     assert fetched_digest({"status": {}}) == ""
+    # Without the kubelet's word: the volume's digest, once a container runs with it.
+    volume = {"name": "model", "image": {"reference": f"r.io/models/tiny@{DIGEST}"}}
+    running = {"spec": {"volumes": [volume]}, "status": {"containerStatuses": [{"started": True}]}}
+    assert fetched_digest(running) == DIGEST
+    assert fetched_digest({**running, "status": {"containerStatuses": [{"started": False}]}}) == ""
+    by_tag = {"name": "model", "image": {"reference": "r.io/models/tiny:v1"}}
+    assert fetched_digest({**running, "spec": {"volumes": [by_tag]}}) == ""
