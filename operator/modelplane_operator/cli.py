@@ -17,6 +17,9 @@ from .config import (
     DEFAULT_GPU_RUNTIME_IMAGE,
     DEFAULT_RUNTIME_IMAGE,
     DEFAULT_STORAGE_IMAGE,
+    DEFAULT_TORCHSERVE_IMAGE,
+    DEFAULT_TRITON_IMAGE,
+    DEFAULT_VLLM_IMAGE,
     OperatorConfig,
 )
 from .controller import Controller
@@ -47,6 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("MODELPLANE_STORAGE_IMAGE", DEFAULT_STORAGE_IMAGE),
         help="image of the storage-initializer init container (http, file, pvc, s3, gs)",
     )
+    for server, default in (
+        ("torchserve", DEFAULT_TORCHSERVE_IMAGE),
+        ("triton", DEFAULT_TRITON_IMAGE),
+        ("vllm", DEFAULT_VLLM_IMAGE),
+    ):
+        p.add_argument(
+            f"--{server}-image",
+            default=env(f"MODELPLANE_{server.upper()}_IMAGE", default),
+            help=f"image of runtime.server.kind {server} when runtime.image is not set",
+        )
     p.add_argument(
         "--pin-image-registries",
         default=env("MODELPLANE_PIN_IMAGE_REGISTRIES", ""),
@@ -103,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             runtime_image=args.runtime_image,
             gpu_runtime_image=args.gpu_runtime_image,
             storage_initializer_image=args.storage_initializer_image,
+            torchserve_image=args.torchserve_image,
+            triton_image=args.triton_image,
+            vllm_image=args.vllm_image,
             cluster_domain=args.cluster_domain,
             pin_image_registries=_hosts(args.pin_image_registries),
             registry_ca=Path(args.registry_ca_file).read_text() if args.registry_ca_file else "",

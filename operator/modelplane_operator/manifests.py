@@ -9,6 +9,7 @@ from typing import Any
 
 from modelplane_oci.reference import OCI_SCHEME, parse_oci_uri
 
+from . import servers
 from .config import OperatorConfig
 from .revisions import (
     PINS_ANNOTATION,
@@ -33,7 +34,7 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 # The pod's name for its GPU claim, and the one request in it.
 GPU_CLAIM = "gpu"
 GPU_CONFIG_API = "resource.nvidia.com/v1beta1"
-MODEL_DIR = "/mnt/models"
+MODEL_DIR = servers.MODEL_DIR  # where every server finds the model
 MODEL_VOLUME = "model"
 # The storage initializer's registry credentials (oci:// models), one Docker config per
 # pull secret, read-only and in that container only.
@@ -176,35 +177,42 @@ def registry_secrets(md: ModelDeploymentSpec) -> list[str]:
 
 
 def runtime_image(md: ModelDeploymentSpec, config: OperatorConfig) -> str:
-    if md.image:
-        return md.image
-    return config.gpu_runtime_image if md.uses_gpu else config.runtime_image
+    return md.image or servers.default_image(md, config)
+
+
+def _ports(md: ModelDeploymentSpec, server: servers.Profile) -> list[dict[str, Any]]:
+    ports = [{"name": "http", "containerPort": md.port, "protocol": "TCP"}]
+    if server.metrics_port != md.port:
+        ports.append({"name": "metrics", "containerPort": server.metrics_port, "protocol": "TCP"})
+    return ports
 
 
 def _runtime_container(md: ModelDeploymentSpec, config: OperatorConfig) -> dict[str, Any]:
+    server = servers.profile(md)
     container: dict[str, Any] = {
         "name": RUNTIME_CONTAINER,
         "image": runtime_image(md, config),
-        "command": ["modelplane-runtime"],
-        "ports": [{"name": "http", "containerPort": md.port, "protocol": "TCP"}],
-        "env": _runtime_env(md),
+        **({"command": list(server.command)} if server.command is not None else {}),
+        **({"args": list(server.args)} if server.args else {}),
+        "ports": _ports(md, server),
+        "env": _runtime_env(md) + [{"name": k, "value": v} for k, v in server.env],
         "volumeMounts": [
             {"name": MODEL_VOLUME, "mountPath": MODEL_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         "readinessProbe": {
-            "httpGet": {"path": f"/v2/models/{md.model_name}/ready", "port": "http"},
+            "httpGet": {"path": server.readiness_path, "port": "http"},
             "periodSeconds": 5,
             "failureThreshold": 3,
         },
         "livenessProbe": {
-            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "httpGet": {"path": server.liveness_path, "port": "http"},
             "periodSeconds": 10,
             "failureThreshold": 3,
         },
         # Loading and warming a large model can take minutes; liveness waits for it.
         "startupProbe": {
-            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "httpGet": {"path": server.liveness_path, "port": "http"},
             "periodSeconds": 5,
             "failureThreshold": 120,
         },
@@ -219,10 +227,11 @@ def _runtime_container(md: ModelDeploymentSpec, config: OperatorConfig) -> dict[
 def build_pod_template(md: ModelDeploymentSpec, config: OperatorConfig) -> dict[str, Any]:
     """The serving pod template: storage initializer + runtime, restricted security."""
     labels = {**md.pod.labels, **common_labels(md)}
+    server = servers.profile(md)
     annotations = {
         "prometheus.io/scrape": "true",
-        "prometheus.io/port": str(md.port),
-        "prometheus.io/path": "/metrics",
+        "prometheus.io/port": str(server.metrics_port),
+        "prometheus.io/path": server.metrics_path,
         **md.pod.annotations,
     }
     volumes: list[dict[str, Any]] = [_model_volume(md), {"name": "tmp", "emptyDir": {}}]

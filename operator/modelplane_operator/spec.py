@@ -59,6 +59,29 @@ _PRODUCT_NAME = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9 _.()]{0,62}$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 
 
+class ServerKind(enum.StrEnum):
+    """Which HTTP model server runs in the serving container (spec.runtime.server.kind)."""
+
+    MODELPLANE = "modelplane"  # modelplane's own Torch runtime (torch.export, OIP v2)
+    TORCHSERVE = "torchserve"
+    TRITON = "triton"
+    VLLM = "vllm"
+    CUSTOM = "custom"  # any server the spec describes
+
+
+@dataclass(frozen=True)
+class Server:
+    """spec.runtime.server: the kind, and what the spec overrides of its defaults."""
+
+    kind: ServerKind = ServerKind.MODELPLANE
+    command: tuple[str, ...] | None = None
+    args: tuple[str, ...] | None = None
+    readiness_path: str | None = None
+    liveness_path: str | None = None
+    metrics_path: str | None = None
+    metrics_port: int | None = None
+
+
 class ModelDelivery(enum.StrEnum):
     """How an oci:// model reaches the pod (spec.model.delivery)."""
 
@@ -225,6 +248,7 @@ class ModelDeploymentSpec:
     autoscaling: Autoscaling | None = None
     refresh_s: float | None = None  # spec.model.refreshInterval: re-resolve the oci:// tag
     delivery: ModelDelivery = ModelDelivery.FETCH
+    server: Server = field(default_factory=Server)
 
     @property
     def gpus_per_replica(self) -> int:
@@ -297,7 +321,59 @@ def parse(body: Mapping[str, Any]) -> ModelDeploymentSpec:
         autoscaling=_autoscaling(spec.get("autoscaling")),
         refresh_s=_refresh(model, uri),
         delivery=_delivery(model, uri),
+        server=_server(runtime, spec),
     )
+
+
+def _server(runtime: Mapping[str, Any], spec: Mapping[str, Any]) -> Server:
+    raw = runtime.get("server") or {}
+    if not isinstance(raw, Mapping):
+        raise SpecError("spec.runtime.server must be an object")
+    text = str(raw.get("kind") or ServerKind.MODELPLANE)
+    try:
+        kind = ServerKind(text)
+    except ValueError:
+        choices = ", ".join(k.value for k in ServerKind)
+        raise SpecError(f"spec.runtime.server.kind {text!r} is not one of {choices}") from None
+    server = Server(
+        kind=kind,
+        command=_strings(raw, "command"),
+        args=_strings(raw, "args"),
+        readiness_path=_path(raw, "readinessPath"),
+        liveness_path=_path(raw, "livenessPath"),
+        metrics_path=_path(raw, "metricsPath"),
+        metrics_port=_int(raw, "metricsPort", 0, "spec.runtime.server", minimum=0) or None,
+    )
+    if kind is ServerKind.CUSTOM and not (runtime.get("image") and server.readiness_path):
+        raise SpecError(
+            "a custom server needs spec.runtime.image and spec.runtime.server.readinessPath"
+        )
+    if kind is not ServerKind.MODELPLANE and (
+        spec.get("autoscaling") or ((spec.get("rollout") or {}).get("canary") or {}).get("analysis")
+    ):
+        raise SpecError(
+            "spec.autoscaling and spec.rollout.canary.analysis read modelplane's runtime "
+            f"metrics, which the {kind} server does not export"
+        )
+    return server
+
+
+def _strings(raw: Mapping[str, Any], key: str) -> tuple[str, ...] | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"spec.runtime.server.{key} must be a list of strings")
+    return tuple(value)
+
+
+def _path(raw: Mapping[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or any(c.isspace() for c in value):
+        raise SpecError(f"spec.runtime.server.{key} must be an HTTP path starting with /")
+    return value
 
 
 def _delivery(model: Mapping[str, Any], uri: str) -> ModelDelivery:

@@ -90,6 +90,43 @@ CASES = [
         variant("spec.model", {"version": "1", "uri": "oci://r.io/m:1", "delivery": "Mount"}),
         'supported values: "Fetch", "ImageVolume"',
     ),
+    (
+        "custom server without an image",
+        variant("spec.runtime.server", {"kind": "custom", "readinessPath": "/ready"}),
+        "runtime.image is required for a custom server",
+    ),
+    (
+        "custom server without a readiness path",
+        variant("spec.runtime", {"image": "r.io/mine:1", "server": {"kind": "custom"}}),
+        "runtime.server.readinessPath is required for a custom server",
+    ),
+    (
+        "server probe path without a slash",
+        variant("spec.runtime.server", {"kind": "vllm", "readinessPath": "health"}),
+        "spec.runtime.server.readinessPath",
+    ),
+    (
+        "unknown server",
+        variant("spec.runtime.server", {"kind": "nginx"}),
+        'supported values: "modelplane", "torchserve", "triton", "vllm", "custom"',
+    ),
+    (
+        "precision of another server",
+        variant("spec.runtime", {"server": {"kind": "torchserve"}, "precision": "int8"}),
+        "runtime.precision and runtime.batching are settings of modelplane's own runtime",
+    ),
+    (
+        "autoscaling another server",
+        variant(
+            "spec",
+            {
+                "model": {"version": "1", "uri": "s3://m/1"},
+                "runtime": {"server": {"kind": "vllm"}},
+                "autoscaling": {"minReplicas": 1, "maxReplicas": 2, "targetInFlight": 4},
+            },
+        ),
+        "read the metrics of modelplane's own",
+    ),
     ("version with space", variant("spec.model.version", "1.0 beta"), "model.version must be"),
     ("version too long", variant("spec.model.version", "1" * 64), "spec.model.version"),
     ("missing version", variant("spec.model.version", ...), "spec.model.version: Required value"),
