@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import addresses
+from . import addresses, registries
 from .components import Component, Site
 from .paths import CACHE_DIR
 
@@ -54,22 +54,7 @@ def write_config(path: Path, address: str, read_only: bool, root: Path = STORE_D
     """distribution's configuration over the store: plain HTTP (on addresses nothing off
     this machine reaches), deletes for the writer's pruning, read-only when serving."""
     root.mkdir(parents=True, exist_ok=True)
-    maintenance = "  maintenance:\n    readonly:\n      enabled: true\n" if read_only else ""
-    path.write_text(
-        f"""version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {root}
-  delete:
-    enabled: true
-{maintenance}http:
-  addr: {address}
-"""
-    )
+    path.write_text(registries.distribution_config(root, address, read_only=read_only))
     return path
 
 

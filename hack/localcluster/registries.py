@@ -50,16 +50,23 @@ def host(c: Site, name: str) -> str:
     return f"{addresses.NODE_IP}:{c.port(name)}"
 
 
-def write_config(root: Path, name: str, address: str, pki: Path, htpasswd: Path | None) -> Path:
-    """distribution's configuration: filesystem storage under root, TLS, htpasswd or none."""
-    storage = root / name / "data"
-    storage.mkdir(parents=True, exist_ok=True)
+def distribution_config(
+    storage: Path,
+    address: str,
+    pki: Path | None = None,
+    htpasswd: Path | None = None,
+    read_only: bool = False,
+) -> str:
+    """distribution's configuration: filesystem storage (deletes allowed), TLS with the
+    pki folder's registry certificate or plain HTTP, htpasswd or none, read-only or not."""
+    maintenance = "  maintenance:\n    readonly:\n      enabled: true\n" if read_only else ""
+    tls = ""
+    if pki is not None:
+        tls = f"  tls:\n    certificate: {pki / 'registry.crt'}\n    key: {pki / 'registry.key'}\n"
     auth = ""
     if htpasswd is not None:
         auth = f"auth:\n  htpasswd:\n    realm: modelplane-local\n    path: {htpasswd}\n"
-    config = root / f"{name}.yml"
-    config.write_text(
-        f"""version: 0.1
+    return f"""version: 0.1
 log:
   level: warn
   accesslog:
@@ -69,13 +76,17 @@ storage:
     rootdirectory: {storage}
   delete:
     enabled: true
-http:
+{maintenance}http:
   addr: {address}
-  tls:
-    certificate: {pki / "registry.crt"}
-    key: {pki / "registry.key"}
-{auth}"""
-    )
+{tls}{auth}"""
+
+
+def write_config(root: Path, name: str, address: str, pki: Path, htpasswd: Path | None) -> Path:
+    """One cluster registry's configuration: storage under root, TLS, htpasswd or none."""
+    storage = root / name / "data"
+    storage.mkdir(parents=True, exist_ok=True)
+    config = root / f"{name}.yml"
+    config.write_text(distribution_config(storage, address, pki, htpasswd))
     return config
 
 
