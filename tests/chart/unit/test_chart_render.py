@@ -18,7 +18,7 @@ import yaml
 
 from localcluster import BIN_DIR
 from modelplane_operator.cli import build_parser
-from modelplane_operator.config import DEFAULT_RUNTIME_IMAGE
+from modelplane_operator.config import DEFAULT_RUNTIME_IMAGE, OperatorConfig
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "modelplane"
@@ -106,6 +106,9 @@ def test_chart_versions_and_default_images_match_the_operator() -> None:
     c = container(render())
     assert c["image"] == "ghcr.io/modelplane/operator:0.1.0"
     assert f"--runtime-image={DEFAULT_RUNTIME_IMAGE}" in c["args"]
+    defaults = OperatorConfig()
+    for server in ("torchserve", "triton", "vllm"):
+        assert f"--{server}-image={getattr(defaults, f'{server}_image')}" in c["args"]
     assert "ghcr.io/modelplane/operator:0.1.0" in (REPO / "operator" / "Dockerfile").read_text()
 
 
@@ -172,6 +175,9 @@ def test_runtime_and_log_values_become_operator_flags() -> None:
         "runtime.image=registry.example/rt:2",
         "runtime.storageInitializerImage=registry.example/init:2",
         "runtime.gpuImage=registry.example/rt:2-cuda",
+        "runtime.torchserveImage=registry.example/ts:2",
+        "runtime.tritonImage=registry.example/triton:2",
+        "runtime.vllmImage=registry.example/vllm:2",
         "logFormat=plain",
         "clusterDomain=corp.local",
         "extraArgs={--resync-seconds=30}",
@@ -180,6 +186,8 @@ def test_runtime_and_log_values_become_operator_flags() -> None:
     assert args.runtime_image == "registry.example/rt:2"
     assert args.storage_initializer_image == "registry.example/init:2"
     assert args.gpu_runtime_image == "registry.example/rt:2-cuda"
+    servers = (args.torchserve_image, args.triton_image, args.vllm_image)
+    assert servers == tuple(f"registry.example/{s}:2" for s in ("ts", "triton", "vllm"))
     assert args.log_format == "plain"
     assert args.cluster_domain == "corp.local"
     assert args.resync_seconds == 30.0
