@@ -47,9 +47,10 @@ def _modelplane(md: ModelDeploymentSpec) -> Profile:
 
 
 def _torchserve(md: ModelDeploymentSpec) -> Profile:
-    # TorchServe takes its addresses from TS_* variables when its config enables them
-    # (the image's config.properties does); logs and its temp files go to /tmp, since
-    # the root filesystem is read-only. /ping is 200 only once every model's workers run.
+    # TorchServe takes its addresses from TS_* variables only when its config.properties
+    # says enable_envvars_config=true (modelplane's TorchServe image does; with another,
+    # keep runtime.port 8080). Logs and temp files go to /tmp: the root is read-only.
+    # One worker: each is a Python process with torch (TorchServe defaults to one a CPU).
     return Profile(
         command=("torchserve",),
         args=(
@@ -71,6 +72,7 @@ def _torchserve(md: ModelDeploymentSpec) -> Profile:
             ("LOG_LOCATION", "/tmp/logs"),
             ("METRICS_LOCATION", "/tmp/logs"),
             ("TEMP", "/tmp"),
+            ("TS_DEFAULT_WORKERS_PER_MODEL", "1"),
         ),
     )
 
