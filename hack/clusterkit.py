@@ -6,6 +6,7 @@ kubeconfig (kind, say); only ``audit_events`` needs the local one.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -72,6 +73,26 @@ class Cluster:
         if self.local is None:
             raise ClusterError("audit events are only available on the local control plane")
         return self.local.audit_events()
+
+    def writes_since(
+        self, username: str, namespace: str, since: datetime.datetime
+    ) -> list[dict[str, Any]]:
+        """The writes ``username`` made in ``namespace`` since ``since`` (the audit log
+        records writes only), other namespaces left out: other tests still change theirs."""
+        return [
+            e
+            for e in self.audit_events()
+            if e["user"]["username"] == username
+            and e["objectRef"].get("namespace") == namespace
+            and datetime.datetime.fromisoformat(
+                e["requestReceivedTimestamp"].replace("Z", "+00:00")
+            )
+            >= since
+        ]
+
+
+def _received(event: dict[str, Any]) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
 
 
 def ExternalCluster(kubeconfig: Path) -> Cluster:

@@ -312,13 +312,7 @@ def test_operator_restart_makes_no_writes_when_nothing_changed(
     wait_for(lambda: _reconciled_unchanged(operator) >= 2, "start-up reconciles", timeout=30)
     time.sleep(5)
 
-    writes = [
-        e
-        for e in cluster.audit_events()
-        if e["user"]["username"] == USERNAME
-        and e["objectRef"].get("namespace") == namespace  # other tests' namespaces still change
-        and _timestamp(e["requestReceivedTimestamp"]) >= since
-    ]
+    writes = cluster.writes_since(USERNAME, namespace, since)
     assert writes == [], [
         (
             e["verb"],
@@ -348,10 +342,7 @@ def test_sixty_idle_seconds_with_ready_objects_make_zero_writes(
     time.sleep(60)
     writes = [
         (e["verb"], e["objectRef"].get("resource"), e["objectRef"].get("name"))
-        for e in cluster.audit_events()
-        if e["user"]["username"] == USERNAME
-        and e["objectRef"].get("namespace") == namespace
-        and _timestamp(e["requestReceivedTimestamp"]) >= since
+        for e in cluster.writes_since(USERNAME, namespace, since)
     ]
     assert writes == []
 
@@ -361,10 +352,6 @@ def _reconciled_unchanged(operator: Any) -> float:
         if line.startswith('modelplane_reconciles_total{result="unchanged"}'):
             return float(line.split()[-1])
     return 0.0
-
-
-def _timestamp(text: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 @pytest.mark.reliability("Access")

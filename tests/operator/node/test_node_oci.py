@@ -158,12 +158,7 @@ def test_a_rollback_serves_its_revisions_bytes_after_the_tag_moved(
     time.sleep(10)
     writes = [
         (e["verb"], e["objectRef"].get("resource"), e["objectRef"].get("name"))
-        for e in real_node.audit_events()
-        if e["user"]["username"] == USERNAME
-        and e["objectRef"].get("namespace") == node_ns
-        and e["verb"] not in ("get", "list", "watch")
-        and datetime.datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00"))
-        >= since
+        for e in real_node.writes_since(USERNAME, node_ns, since)
     ]
     assert writes == []
     assert _revision_uri(real_node, node_ns, 1) == f"{uri}@{d1}"
