@@ -201,12 +201,26 @@ def fetch_oci(uri: str, dest: Path, env: dict[str, str]) -> str:
 
 def fetch(uri: str, dest: Path, sha256: str = "", env: dict[str, str] | None = None) -> list[str]:
     """Put the model named by `uri` into `dest`; return the top-level names written."""
+    return fetch_model(uri, dest, sha256, env)[0]
+
+
+def fetch_model(
+    uri: str, dest: Path, sha256: str = "", env: dict[str, str] | None = None
+) -> tuple[list[str], str]:
+    """Put the model named by `uri` into `dest`: the top-level names written, and what was
+    fetched: ``pulled sha256:…`` (an oci:// image's manifest digest) or ``content
+    sha256:…`` (the folder's content digest, for every other scheme)."""
     env = dict(os.environ) if env is None else env
     if uri.startswith(oci.reference.OCI_SCHEME):
         if sha256:
             raise StorageError("an oci:// model is checked by its digest: give no sha256")
-        fetch_oci(uri, dest, env)
-        return sorted(p.name for p in dest.iterdir())
+        digest = fetch_oci(uri, dest, env)
+        return sorted(p.name for p in dest.iterdir()), f"pulled {digest}"
+    names = _fetch_other(uri, dest, sha256, env)
+    return names, f"content {content_digest(dest)}"
+
+
+def _fetch_other(uri: str, dest: Path, sha256: str, env: dict[str, str]) -> list[str]:
     sha256 = sha256.strip().lower()
     if sha256 and (len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256)):
         raise StorageError("MODELPLANE_STORAGE_SHA256 must be 64 hex digits")
@@ -309,12 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         _report("no URI: pass one or set MODELPLANE_STORAGE_URI", env)
         return 1
     try:
-        if args.uri.startswith(oci.reference.OCI_SCHEME) and not args.sha256:
-            found = "pulled " + fetch_oci(args.uri, Path(args.dest), env)
-            names = sorted(p.name for p in Path(args.dest).iterdir())
-        else:
-            names = fetch(args.uri, Path(args.dest), args.sha256, env)
-            found = "content " + content_digest(Path(args.dest))
+        names, found = fetch_model(args.uri, Path(args.dest), args.sha256, env)
         # What was fetched, in the pod's status too (the termination message): the operator
         # records it per revision, so a changed object behind one URI shows.
         write_termination_message(found, env.get("MODELPLANE_TERMINATION_LOG"))
