@@ -62,8 +62,13 @@ class ModelStore:
 
 
 def _tiny(seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)
+    """The example's tiny MLP with weights of its own: the factory seeds itself, so each
+    version's weights are moved by noise from ``seed`` (v1 and v2 answer differently)."""
     module: torch.nn.Module = load_factory(f"{EXAMPLES}:tiny_mlp")()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.add_(0.2 * torch.randn(param.shape, generator=generator))
     return module.eval()
 
 
@@ -87,6 +92,7 @@ def build_model_store(work: Path) -> dict[str, np.ndarray]:
             expected[version] = module(torch.from_numpy(INPUT)).numpy()
         _tarball(folder, MODELS_ROOT / f"tiny-{version}.tar.gz")
         shutil.copytree(folder, MODELS_ROOT / f"tiny-{version}")
+    assert not np.allclose(expected["v1"], expected["v2"]), "v1 and v2 must tell apart"
     foreign = work / "foreign"
     shutil.copytree(work / "v1", foreign)
     meta = json.loads((foreign / "metadata.json").read_text())
