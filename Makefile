@@ -47,6 +47,8 @@ lint: venv tools ## ruff, mypy, import layers, function lengths and helm lint
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) hack/function_lengths.py
+	@dups=$$(find tests -name 'test_*.py' -printf '%f\n' | sort | uniq -d); \
+	  if [ -n "$$dups" ]; then echo "test files share a basename (pytest cannot collect both): $$dups"; exit 1; fi
 	PYTHONPATH=operator:runtime $(VENV)/bin/lint-imports --no-cache
 	$(MODELPLANE_CACHE)/bin/helm lint --strict charts/modelplane
 

@@ -204,6 +204,21 @@ def test_gpu_models_get_the_cuda_image_and_every_model_the_storage_image() -> No
     assert containers(dep)["storage-initializer"]["image"] == "mine/init:7"
 
 
+def test_a_device_named_in_runtime_env_chooses_the_device_and_the_image() -> None:
+    """GPUs requested imply cuda and the CUDA image, unless runtime.env names the device:
+    then the GPUs stay requested and the runtime computes where it says."""
+    config = OperatorConfig(
+        runtime_image="example.com/runtime:1", gpu_runtime_image="example.com/runtime:1-cuda"
+    )
+    on_cpu = [{"name": "MODELPLANE_DEVICE", "value": "cpu"}]
+    body = md_body(runtime={"gpu": {"count": 1, "resource": "example.com/gpu"}, "env": on_cpu})
+    runtime = containers(build_deployment(parse(body), config, 1, "h", 2))["runtime"]
+    devices = [e["value"] for e in runtime["env"] if e["name"] == "MODELPLANE_DEVICE"]
+    assert devices == ["cpu"]
+    assert runtime["image"] == "example.com/runtime:1"
+    assert runtime["resources"]["limits"] == {"example.com/gpu": "1"}
+
+
 def test_mig_and_shared_extended_resources_become_their_own_limits() -> None:
     for resource in ("nvidia.com/mig-1g.10gb", "nvidia.com/gpu.shared"):
         body = md_body(runtime={"gpu": {"count": 1, "resource": resource}})
