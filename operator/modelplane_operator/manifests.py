@@ -100,7 +100,7 @@ def _runtime_env(md: ModelDeploymentSpec) -> list[dict[str, Any]]:
         {"name": "MODELPLANE_MODEL_VERSION", "value": md.version},
         {"name": "MODELPLANE_MODEL_DIR", "value": MODEL_DIR},
         {"name": "MODELPLANE_PORT", "value": str(md.port)},
-        {"name": "MODELPLANE_DEVICE", "value": "cuda" if md.uses_gpu else "cpu"},
+        {"name": "MODELPLANE_DEVICE", "value": md.device},
         {"name": "MODELPLANE_BATCHING", "value": "true" if md.batching.enabled else "false"},
         {"name": "MODELPLANE_MAX_BATCH_SIZE", "value": str(md.batching.max_batch_size)},
         {"name": "MODELPLANE_MAX_QUEUE_DELAY_MS", "value": str(md.batching.max_queue_delay_ms)},

@@ -158,4 +158,4 @@ def default_image(md: ModelDeploymentSpec, config: OperatorConfig) -> str:
         case ServerKind.VLLM:
             return config.vllm_image
         case _:
-            return config.gpu_runtime_image if md.uses_gpu else config.runtime_image
+            return config.gpu_runtime_image if md.device == "cuda" else config.runtime_image

@@ -260,6 +260,16 @@ class ModelDeploymentSpec:
         return self.gpus_per_replica > 0
 
     @property
+    def device(self) -> str:
+        """Where the runtime computes (MODELPLANE_DEVICE): cuda when GPUs are requested,
+        unless runtime.env names the device (an accelerator resource that the runtime
+        does not compute on, or a stand-in for a GPU on a CPU node)."""
+        chosen = [e.get("value") for e in self.env if e.get("name") == "MODELPLANE_DEVICE"]
+        if chosen and chosen[-1]:
+            return str(chosen[-1])
+        return "cuda" if self.uses_gpu else "cpu"
+
+    @property
     def gpus_requested(self) -> int:
         return self.replicas * self.gpus_per_replica
 

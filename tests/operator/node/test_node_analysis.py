@@ -292,3 +292,81 @@ def test_replicas_follow_in_flight_load_up_and_down_after_the_window(
     assert down_after >= floor, f"scaled down {down_after:.0f}s after the load: inside the window"
     assert any("-> 3" in m for m in _event_messages(real_node, node_ns, "Scaled"))
     print(f"scaled up in {up_after:.0f}s, down {down_after:.0f}s after the load stopped")
+
+
+STAND_IN_GPU = "example.com/gpu"  # no device plugin serves it: the kubelet only counts it
+
+
+@pytest.fixture
+def two_stand_in_gpus(real_node: Cluster) -> Iterator[None]:
+    """node-0 advertises two of a GPU-like extended resource, as Kubernetes documents for
+    a node's own devices; the runtime computes on CPU (MODELPLANE_DEVICE in runtime.env)."""
+    path = "/status/capacity/" + STAND_IN_GPU.replace("/", "~1")
+
+    def patch(op: dict[str, Any]) -> None:
+        real_node.kubectl("patch", "node", "node-0", "--subresource=status", "--type=json",
+                          "-p", json.dumps([op]))  # fmt: skip
+
+    def allocatable() -> str | None:
+        node = real_node.get_json("node", "node-0")
+        value: str | None = node["status"].get("allocatable", {}).get(STAND_IN_GPU)
+        return value
+
+    patch({"op": "add", "path": path, "value": "2"})
+    try:
+        wait_for(lambda: allocatable() == "2", "node-0 allocatable example.com/gpu", timeout=60)
+        yield
+    finally:
+        patch({"op": "remove", "path": path})
+        wait_for(lambda: allocatable() is None, "the stand-in GPUs gone", timeout=60)
+
+
+def test_scaling_stops_at_the_free_gpus_and_says_so(
+    real_node: Cluster, images: Images, test_models: ModelStore, node_ns: str, operator: Any,
+    two_stand_in_gpus: None,
+) -> None:  # fmt: skip
+    """6 clients of the slow model ask for 4 replicas; node-0 has GPUs for 2. The operator
+    scales to 2, never leaves a pod Pending, and status and an event say why."""
+    autoscaling = {"minReplicas": 1, "maxReplicas": 4, "targetInFlight": 1,
+                   "scaleUpStabilization": "0s", "scaleDownStabilization": "60s"}  # fmt: skip
+    runtime = {"gpu": {"count": 1, "resource": STAND_IN_GPU},
+               "env": [{"name": "MODELPLANE_DEVICE", "value": "cpu"}]}  # fmt: skip
+    real_node.apply(
+        node_md("tiny", images, test_models.uri("slow"), "slow", 1,
+                autoscaling=autoscaling, runtime=runtime),
+        node_ns,
+    )  # fmt: skip
+    wait_ready(real_node, node_ns, "tiny", timeout=300)
+    url = f"http://{cluster_ip(real_node, node_ns, 'tiny')}:80"
+
+    pending_seen: list[str] = []
+
+    def note_pending() -> None:
+        for pod in pods(real_node, node_ns):
+            if pod["status"].get("phase") == "Pending" and not pod["spec"].get("nodeName"):
+                pending_seen.append(pod["metadata"]["name"])
+
+    def limited() -> dict[str, Any] | None:
+        note_pending()
+        md = _md(real_node, node_ns)
+        a = md["status"].get("autoscaling", {})
+        at_limit = a.get("reason") == "ScaleLimitedByGPU" and a.get("replicas") == 2
+        return md if at_limit and md["status"].get("readyReplicas") == 2 else None
+
+    with ClosedLoop(url, clients=6, max_seconds=300, fresh=True) as load:
+        md = wait_for(limited, "2 replicas, limited by the free GPUs", timeout=180, interval=1)
+        held_until = time.monotonic() + 3 * AUTOSCALE_PERIOD_S
+        while time.monotonic() < held_until:  # the load still asks for 4: nothing moves
+            note_pending()
+            time.sleep(1)
+        md = _md(real_node, node_ns)
+    assert load.figures()["failures"] == 0
+    a = md["status"]["autoscaling"]
+    assert (a["replicas"], a["desiredReplicas"], a["reason"]) == (2, 4, "ScaleLimitedByGPU"), a
+    assert "the free GPUs allow 2" in a["message"], a["message"]
+    assert not pending_seen, f"pods left Pending for GPUs: {sorted(set(pending_seen))}"
+    assert md["spec"]["replicas"] == 1, "the operator never writes spec"
+    deployments = real_node.get_json("deployments", "-n", node_ns)["items"]
+    assert [d["spec"]["replicas"] for d in deployments] == [2]
+    limited_events = _event_messages(real_node, node_ns, "ScaleLimitedByGPU")
+    assert any("asks for 4 replicas" in m for m in limited_events), limited_events
