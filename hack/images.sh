@@ -73,7 +73,7 @@ if [ ! -e "$wheels/.complete-$wheel_key" ]; then
   # venv) resolve on their own; their image installs nothing else.
   "$py" -m pip download --quiet --dest "$wheels" --only-binary=:all: \
     -c <("$py" -m pip freeze --exclude-editable) \
-    "setuptools>=77" wheel "torch==$torch_version" -r <(extras runtime operator) >&2
+    "setuptools>=77" wheel "torch==$torch_version" -r <(extras runtime operator torchserve) >&2
   "$py" -m pip download --quiet --dest "$wheels" --only-binary=:all: \
     -r <(extras storage s3 gcs) >&2
   touch "$wheels/.complete-$wheel_key"
