@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make images`: builds modelplane's three images (runtime, storage-initializer, operator)
+# `make images`: builds modelplane's images (runtime, storage-initializer, operator, torchserve)
 # and the real node's pod sandbox image (hack/pause)
 # from the repository's own Dockerfiles without a Docker engine and without Docker Hub:
 #   - the base is a local image equivalent to python:3.11-slim-bookworm, made from Debian
@@ -56,7 +56,7 @@ if ! bud inspect --type image "$base_image" >/dev/null 2>&1; then
 fi
 
 # ------------------------------------------------------------------ the wheelhouse
-# Everything the three images pip-install, for CPython 3.11 on x86-64 Linux (the same
+# Everything the images pip-install, for CPython 3.11 on x86-64 Linux (the same
 # wheels the host's 3.11 uses). PyPI's torch is the CUDA build: the CPU index is not
 # reachable here, so TORCH_INDEX_URL is a build argument (docs/images.md).
 torch_version=$(sed -n 's/.*"torch==\([^"]*\)".*/\1/p' pyproject.toml | head -1)
@@ -81,7 +81,7 @@ fi
 
 # --------------------------------------------------------------------- the images
 sources_hash() { # the content every image copies (its dockerignore keeps only these)
-  find pyproject.toml operator/modelplane_operator runtime/modelplane_runtime runtime/modelplane_oci \
+  find pyproject.toml operator/modelplane_operator runtime/modelplane_runtime runtime/modelplane_oci runtime/torchserve \
     -type f ! -path '*__pycache__*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12
 }
 src=$(sources_hash)
@@ -222,6 +222,7 @@ pause_image() { # the pod sandbox process (hack/pause), a static Go binary in an
 pause=$(pause_image)
 runtime=$(build runtime runtime/Dockerfile runtime)
 storage=$(build storage-initializer runtime/Dockerfile storage)
+torchserve=$(build torchserve runtime/Dockerfile torchserve)
 operator=$(build operator operator/Dockerfile "")
 mkdir -p "$(dirname "$last_deps")" && echo "$wheel_key" >"$last_deps"
 cat >"$images/images.env" <<ENV
@@ -229,8 +230,9 @@ MODELPLANE_PAUSE_IMAGE=$pause
 MODELPLANE_RUNTIME_IMAGE=$runtime
 MODELPLANE_STORAGE_IMAGE=$storage
 MODELPLANE_OPERATOR_IMAGE=$operator
+MODELPLANE_TORCHSERVE_IMAGE=$torchserve
 ENV
-log "images: $runtime $storage $operator"
+log "images: $runtime $storage $operator $torchserve"
 
 # Older tags leave the store: deleted through the writer, their blobs collected on exit.
 if [ -s "$store_state/address" ]; then
@@ -238,7 +240,7 @@ if [ -s "$store_state/address" ]; then
 from localcluster import imagestore
 for ref in imagestore.prune(sys.argv[1], dict(a.split("=") for a in sys.argv[2:])):
     print(f"[images] dropped {ref} from the image store", file=sys.stderr)' "$(cat "$store_state/address")" \
-    "pause=${pause##*:}" "runtime=${runtime##*:}" "storage-initializer=${storage##*:}" "operator=${operator##*:}"
+    "pause=${pause##*:}" "runtime=${runtime##*:}" "storage-initializer=${storage##*:}" "operator=${operator##*:}" "torchserve=${torchserve##*:}"
 fi
 stop_writer
 

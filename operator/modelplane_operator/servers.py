@@ -10,6 +10,8 @@ documentation; the spec may override any of them, and describes a custom one ent
 
 from __future__ import annotations
 
+import posixpath
+import urllib.parse
 from dataclasses import dataclass
 
 from .config import OperatorConfig
@@ -46,20 +48,31 @@ def _modelplane(md: ModelDeploymentSpec) -> Profile:
     )
 
 
+def mar_file(md: ModelDeploymentSpec) -> str:
+    """The archive TorchServe registers: a `.mar` URI keeps its file name in /mnt/models
+    (the storage initializer does not unpack it); a tarball or folder holds NAME.mar."""
+    name = posixpath.basename(urllib.parse.urlsplit(md.uri).path)
+    return name if name.endswith(".mar") else f"{md.model_name}.mar"
+
+
 def _torchserve(md: ModelDeploymentSpec) -> Profile:
+    # modelplane-torchserve runs `torchserve --foreground` and ends the container when
+    # the model fails to load (TorchServe keeps /ping Healthy and retries forever).
     # TorchServe takes its addresses from TS_* variables only when its config.properties
     # says enable_envvars_config=true (modelplane's TorchServe image does; with another,
     # keep runtime.port 8080). Logs and temp files go to /tmp: the root is read-only.
     # One worker: each is a Python process with torch (TorchServe defaults to one a CPU).
+    # --ncs: no config snapshots, which it would write beside its logs at every change.
     return Profile(
-        command=("torchserve",),
+        command=("modelplane-torchserve",),
         args=(
             "--foreground",
+            "--ncs",
             "--disable-token-auth",
             "--model-store",
             MODEL_DIR,
             "--models",
-            f"{md.model_name}={md.model_name}.mar",
+            f"{md.model_name}={mar_file(md)}",
         ),
         readiness_path="/ping",
         liveness_path="/ping",

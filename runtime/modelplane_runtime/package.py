@@ -14,12 +14,14 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 
+from .mar import ArchiveError, write_mar
 from .metadata import (
     ARTIFACT_FILE,
     METADATA_FILE,
@@ -258,7 +260,21 @@ def add_package_parser(commands: Any) -> None:
         description="Export FACTORY() with torch.export into OUTPUT (model.pt2, metadata.json).",
     )
     parser.add_argument("factory", help="module:callable or file.py:callable returning nn.Module")
-    parser.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        help="output folder (with --format mar: the folder the .mar is written to)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("folder", "mar"),
+        default="folder",
+        help="folder: model.pt2 + metadata.json (modelplane's runtime); mar: NAME.mar for "
+        "TorchServe (spec.runtime.server.kind: torchserve), with modelplane's handler",
+    )
+    parser.add_argument("--version", default="1.0", help="the .mar's model version")
     parser.add_argument(
         "--input",
         action="append",
@@ -289,42 +305,67 @@ def add_package_parser(commands: Any) -> None:
     parser.set_defaults(handler=_run_package)
 
 
+def _examples(
+    args: argparse.Namespace, factory: Callable[..., Any]
+) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:
+    """The example inputs (from --input, or the factory's example_inputs()) and their
+    dynamic dimensions."""
+    examples: dict[str, torch.Tensor] = {}
+    dynamic: dict[str, list[int]] = {}
+    if args.input:
+        for text in args.input:
+            input_name, tensor, dims = parse_input(text, args.max_batch_size > 0)
+            examples[input_name] = tensor
+            dynamic[input_name] = dims
+        return examples, dynamic
+    owner = sys.modules.get(getattr(factory, "__module__", "") or "")
+    make = getattr(owner, "example_inputs", None)
+    if not callable(make):
+        raise PackageError("give --input, or define example_inputs() beside the factory")
+    return dict(make()), dynamic
+
+
+def _check_format(args: argparse.Namespace) -> None:
+    if args.format != "mar":
+        return
+    if args.push:
+        raise PackageError("--push takes the folder format; serve a .mar from a file or URL")
+    if args.quantize:
+        raise PackageError("--quantize int8 serves only on modelplane's runtime, not in a .mar")
+    if not args.name:
+        raise PackageError("--format mar needs --name: TorchServe serves the model by it")
+
+
 def _run_package(args: argparse.Namespace) -> int:
     try:
+        _check_format(args)
         factory = load_factory(args.factory)
         module = factory()
         if not isinstance(module, torch.nn.Module):
             raise PackageError(f"{args.factory} returned {type(module).__name__}, not nn.Module")
-        batch = args.max_batch_size > 0
-        examples: dict[str, torch.Tensor] = {}
-        dynamic: dict[str, list[int]] = {}
-        if args.input:
-            for text in args.input:
-                input_name, tensor, dims = parse_input(text, batch)
-                examples[input_name] = tensor
-                dynamic[input_name] = dims
-        else:
-            owner = sys.modules.get(getattr(factory, "__module__", "") or "")
-            make = getattr(owner, "example_inputs", None)
-            if not callable(make):
-                raise PackageError("give --input, or define example_inputs() beside the factory")
-            examples = dict(make())
-        meta = package_model(
-            module,
-            examples,
-            args.output,
-            name=args.name,
-            max_batch_size=args.max_batch_size,
-            dynamic_dims=dynamic,
-            output_names=args.output_name,
-            quantize=args.quantize,
-        )
-    except PackageError as exc:
+        examples, dynamic = _examples(args, factory)
+        with tempfile.TemporaryDirectory(prefix="modelplane-package-") as scratch:
+            folder = Path(scratch) if args.format == "mar" else args.output
+            meta = package_model(
+                module,
+                examples,
+                folder,
+                name=args.name,
+                max_batch_size=args.max_batch_size,
+                dynamic_dims=dynamic,
+                output_names=args.output_name,
+                quantize=args.quantize,
+            )
+            if args.format == "mar":
+                written = [write_mar(folder, args.output, args.name, args.version)]
+            else:
+                written = [args.output / ARTIFACT_FILE, args.output / METADATA_FILE]
+    except (PackageError, ArchiveError) as exc:
         print(f"modelplane package: error: {exc}", file=sys.stderr)
         return 1
     params = inspect.signature(module.forward).parameters
     print(
-        f"wrote {args.output / ARTIFACT_FILE} and {METADATA_FILE}: inputs "
+        f"wrote {' and '.join(str(p) for p in written)}: inputs "
         f"{[t.name for t in meta.inputs]} (forward takes {list(params)}), outputs "
         f"{[t.name for t in meta.outputs]}, max_batch_size {meta.max_batch_size}, "
         f"torch {meta.torch_version}"

@@ -49,7 +49,8 @@ def test_torchserve_listens_on_the_port_and_reads_the_mar_from_the_model_folder(
     md = _md({"kind": "torchserve"})
     container = _container(md)
     assert container["image"] == OperatorConfig().torchserve_image
-    assert container["command"] == ["torchserve"]
+    # The supervisor that ends the container when the model fails to load.
+    assert container["command"] == ["modelplane-torchserve"]
     assert "--model-store" in container["args"] and "tiny=tiny.mar" in container["args"]
     assert _probes(container) == ("/ping", "/ping", "/ping")
     env = {e["name"]: e["value"] for e in container["env"]}
@@ -58,6 +59,29 @@ def test_torchserve_listens_on_the_port_and_reads_the_mar_from_the_model_folder(
     assert ports == {"http": 9000, "metrics": 8082}
     annotations = build_pod_template(md, CONFIG)["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == "8082"
+
+
+@pytest.mark.parametrize(
+    ("uri", "registered"),
+    [
+        ("https://models.example/tiny/resnet-v2.mar", "tiny=resnet-v2.mar"),
+        ("https://models.example/tiny/resnet-v2.mar?sig=abc", "tiny=resnet-v2.mar"),
+        ("s3://models/tiny/archive.tar.gz", "tiny=tiny.mar"),
+        ("pvc://models/tiny/", "tiny=tiny.mar"),
+    ],
+)
+def test_torchserve_registers_the_archive_the_uri_names(uri: str, registered: str) -> None:
+    md = parse(
+        {
+            "metadata": {"name": "tiny", "namespace": "ns", "uid": "u"},
+            "spec": {
+                "model": {"name": "tiny", "version": "v1", "uri": uri},
+                "runtime": {"server": {"kind": "torchserve"}},
+            },
+        }
+    )
+    args = _container(md)["args"]
+    assert args[args.index("--models") + 1] == registered
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,154 @@
+"""`modelplane-torchserve`: TorchServe in the foreground, made to fail like a container.
+
+Two things TorchServe does not do for Kubernetes:
+- A model that fails to load leaves it running and ``/ping`` answering Healthy, while it
+  restarts the worker forever: the pod would never be Ready, and no status would say why.
+  Here the first "Load model failed" ends the container with exit code 1 and the model's
+  own exception as the termination message, so that the pod status, and the operator's
+  automatic rollback, show TorchServe's reason.
+- Its `torchserve` command leaves the Java server running when it is signalled. Here it
+  runs in a process group of its own, and SIGTERM reaches every process in it.
+
+Every argument is passed to `torchserve`; its output is relayed line by line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import IO
+
+from .termination import write_termination_message
+
+# TorchServe's frontend, when a worker could not load the model.
+LOAD_FAILED = re.compile(r"Load model failed: (?P<model>[^,\s]+), error: (?P<error>.*)$")
+# A line of the Python worker's output, as the frontend logs it.
+MODEL_LOG = re.compile(r"\] (?P<stream>\S+) MODEL_LOG - (?P<text>.*)$")
+TRACEBACK = "Traceback (most recent call last):"
+STOP_SECONDS = 20
+# Where `torchserve` records a running server and refuses to start another: a restarted
+# container finds the last one's in its /tmp volume, though that server is gone.
+PID_FILE = os.path.join(tempfile.gettempdir(), ".model_server.pid")
+
+
+@dataclass
+class LoadWatch:
+    """Reads TorchServe's log lines; decides when the model failed to load, and why."""
+
+    # Per worker stream (stdout, stderr): whether a Python traceback is being printed.
+    in_traceback: dict[str, bool] = field(default_factory=dict)
+    last_exception: str = ""
+
+    def feed(self, line: str) -> str | None:
+        """The termination message once a load failed, else None."""
+        logged = MODEL_LOG.search(line)
+        if logged:
+            self._worker_line(logged.group("stream"), logged.group("text"))
+            return None
+        failed = LOAD_FAILED.search(line)
+        if not failed:
+            return None
+        reason = self.last_exception or failed.group("error").strip()
+        return f"model {failed.group('model')!r} failed to load in TorchServe: {reason}"
+
+    def _worker_line(self, stream: str, text: str) -> None:
+        # A Python traceback ends at its first unindented line: "ExceptionType: message".
+        if text.startswith(TRACEBACK):
+            self.in_traceback[stream] = True
+        elif self.in_traceback.get(stream) and text and not text[0].isspace():
+            self.last_exception = text.strip()
+            self.in_traceback[stream] = False
+
+
+def _reap(process: subprocess.Popen[str]) -> None:
+    """Collect exited children: `torchserve` itself, and, once it is gone, the processes
+    it left to us (as the container's PID 1, orphans are ours to wait for). A zombie still
+    counts as a member of the group."""
+    if process.poll() is None:
+        return
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _group_gone(process: subprocess.Popen[str], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(process)
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _stop(process: subprocess.Popen[str], graceful: bool = True) -> int:
+    """SIGTERM to TorchServe's whole group, then SIGKILL. `torchserve` itself exits at
+    once; the Java server and its workers are waited for, since they hold the port.
+    Not graceful after a failed load: with a worker restarting, Java's shutdown hangs."""
+    signals = (signal.SIGTERM, signal.SIGKILL) if graceful else (signal.SIGKILL,)
+    for sig in signals:
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        if _group_gone(process, STOP_SECONDS):
+            break
+    return process.wait()
+
+
+def relay(stream: IO[str], sink: IO[str], watch: LoadWatch) -> str | None:
+    """Copy TorchServe's output to ``sink`` until it ends or a load fails (the reason)."""
+    for line in stream:
+        sink.write(line)
+        sink.flush()
+        failure = watch.feed(line.rstrip("\n"))
+        if failure:
+            return failure
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "--foreground" not in args:
+        args = ["--foreground", *args]
+    if os.path.exists(PID_FILE):
+        os.remove(PID_FILE)
+    stopping = False
+
+    def on_sigterm(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+        _stop(process)
+
+    process = subprocess.Popen(
+        ["torchserve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="backslashreplace",
+        start_new_session=True,
+    )
+    signal.signal(signal.SIGTERM, on_sigterm)
+    assert process.stdout is not None
+    failure = relay(process.stdout, sys.stdout, LoadWatch())
+    if failure:
+        print(f"modelplane-torchserve: {failure}", file=sys.stderr, flush=True)
+        write_termination_message(failure, os.environ.get("MODELPLANE_TERMINATION_LOG"))
+        _stop(process, graceful=False)
+        return 1
+    code = process.wait()
+    return 0 if stopping else code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

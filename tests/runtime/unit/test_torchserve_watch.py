@@ -1,0 +1,52 @@
+# ruff: noqa: E501 (TorchServe's log lines, verbatim)
+"""`modelplane-torchserve` reads TorchServe's log: when a load failed, and the reason."""
+
+from __future__ import annotations
+
+from modelplane_runtime.torchserve import LoadWatch
+
+# TorchServe 0.12's own lines (trimmed), with stdout and stderr of the worker interleaved.
+FAILED_LOAD = """\
+2026-12-04T01:26:42,842 [INFO ] W-9000-tiny_v1-stdout MODEL_LOG - model_name: tiny, batchSize: 1
+2026-12-04T01:26:44,257 [WARN ] W-9000-tiny_v1-stderr MODEL_LOG - W1204 01:26:44.251000 24268 torch/export/__init__.py:403] Traceback (most recent call last):
+2026-12-04T01:26:44,262 [INFO ] W-9000-tiny_v1-stdout MODEL_LOG - Backend worker process died.
+2026-12-04T01:26:44,265 [INFO ] W-9000-tiny_v1-stdout MODEL_LOG - Traceback (most recent call last):
+2026-12-04T01:26:44,265 [INFO ] W-9000-tiny_v1-stdout MODEL_LOG -   File "ts/model_service_worker.py", line 301, in <module>
+2026-12-04T01:26:44,263 [WARN ] W-9000-tiny_v1-stderr MODEL_LOG - W1204 01:26:44.251000 24268 torch/export/__init__.py:403]   File "torch/export/__init__.py", line 398, in load
+2026-12-04T01:26:44,265 [INFO ] W-9000-tiny_v1-stdout MODEL_LOG -     worker.run_server()
+2026-12-04T01:26:44,264 [WARN ] W-9000-tiny_v1-stderr MODEL_LOG - W1204 01:26:44.251000 24268 torch/export/__init__.py:403] RuntimeError: PytorchStreamReader failed reading zip archive
+2026-12-04T01:26:44,270 [INFO ] W-9000-tiny_v1-stdout MODEL_LOG -     raise BadZipFile("File is not a zip file")
+2026-12-04T01:26:44,275 [INFO ] W-9000-tiny_v1-stdout MODEL_LOG - zipfile.BadZipFile: File is not a zip file
+2026-12-04T01:26:44,280 [INFO ] W-9000-tiny_v1 org.pytorch.serve.wlm.WorkerThread - Backend worker monitoring thread interrupted or backend worker process died.
+2026-12-04T01:26:44,296 [WARN ] W-9000-tiny_v1 org.pytorch.serve.wlm.BatchAggregator - Load model failed: tiny, error: Worker died.
+"""
+
+
+def _first_failure(text: str) -> tuple[int, str | None]:
+    watch = LoadWatch()
+    for number, line in enumerate(text.splitlines(), 1):
+        failure = watch.feed(line)
+        if failure:
+            return number, failure
+    return 0, None
+
+
+def test_a_failed_load_gives_the_worker_s_exception_at_the_frontend_s_report() -> None:
+    line, failure = _first_failure(FAILED_LOAD)
+    assert line == len(FAILED_LOAD.splitlines())  # not before TorchServe says the load failed
+    assert failure == (
+        "model 'tiny' failed to load in TorchServe: zipfile.BadZipFile: File is not a zip file"
+    )
+
+
+def test_without_a_traceback_the_frontend_s_error_is_the_reason() -> None:
+    line = "[WARN ] W-9000-big_1 org.pytorch.serve.wlm.BatchAggregator - Load model failed: big, error: Worker died."
+    assert _first_failure(line)[1] == "model 'big' failed to load in TorchServe: Worker died."
+
+
+def test_a_served_model_s_log_is_no_failure() -> None:
+    healthy = (
+        "\n".join(line for line in FAILED_LOAD.splitlines() if "Load model failed" not in line)
+        + '\n2026-12-04T01:31:05,001 [INFO ] W-9000-tiny_v1 ACCESS_LOG - /127.0.0.1 "POST /predictions/tiny HTTP/1.1" 200 3'
+    )
+    assert _first_failure(healthy) == (0, None)
