@@ -41,6 +41,7 @@ class ClosedLoop:
     # A new connection per request: kube-proxy picks an endpoint per connection, so
     # traffic spreads by ready pods (as a canary's share needs), not by who came first.
     fresh: bool = False
+    timeout: float = 10.0  # seconds a request may take before it counts as failed
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -61,7 +62,7 @@ class ClosedLoop:
     def _run(self) -> None:
         sent = 0
         limits = httpx.Limits(max_keepalive_connections=0) if self.fresh else httpx.Limits()
-        with httpx.Client(timeout=10, limits=limits) as client:
+        with httpx.Client(timeout=self.timeout, limits=limits) as client:
             while not self._stop.is_set() and len(self.outcomes) < self.max_requests:
                 if time.monotonic() - self.started > self.max_seconds:
                     return

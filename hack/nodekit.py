@@ -12,6 +12,7 @@ import shutil
 import tarfile
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch
 from clusterkit import Cluster, wait_for
 from localcluster.addresses import NODE_IP
 from localcluster.node import REAL_NODE_LABEL, STATE_ROOT, image_refs
+from modelplane_runtime.mar import write_mar
 from modelplane_runtime.package import load_factory, package_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +39,7 @@ class Images:
     runtime: str
     storage: str
     operator: str
+    torchserve: str
 
     @classmethod
     def built(cls) -> Images:
@@ -45,13 +48,14 @@ class Images:
             runtime=refs["MODELPLANE_RUNTIME_IMAGE"],
             storage=refs["MODELPLANE_STORAGE_IMAGE"],
             operator=refs["MODELPLANE_OPERATOR_IMAGE"],
+            torchserve=refs.get("MODELPLANE_TORCHSERVE_IMAGE", ""),
         )
 
 
 @dataclass(frozen=True)
 class ModelStore:
-    """Packaged tiny MLPs (v1, v2 and broken ones) as tarballs, served over HTTP on
-    node-0's address and kept in MODELS_ROOT for file/PVC URIs."""
+    """Packaged tiny MLPs (v1, v2 and broken ones) as tarballs and TorchServe archives,
+    served over HTTP on node-0's address and kept in MODELS_ROOT for file/PVC URIs."""
 
     root: Path
     url: str
@@ -59,6 +63,10 @@ class ModelStore:
 
     def uri(self, version: str) -> str:
         return f"{self.url}/tiny-{version}.tar.gz"
+
+    def mar_uri(self, version: str) -> str:
+        """A `.mar` (v1, v2, or broken: its program cut short) for TorchServe."""
+        return f"{self.url}/tiny-{version}.mar"
 
 
 def _tiny(seed: int) -> torch.nn.Module:
@@ -77,8 +85,24 @@ def _tarball(folder: Path, path: Path) -> None:
         bundle.add(folder, arcname="tiny")
 
 
+def _mars(work: Path) -> None:
+    """tiny-v1.mar and tiny-v2.mar (`modelplane package --format mar`'s archive of each
+    version's folder), and tiny-broken.mar: v2's with its program cut short."""
+    for version in ("v1", "v2"):
+        archive = write_mar(work / version, work / f"mar-{version}", "tiny", version)
+        shutil.copy(archive, MODELS_ROOT / f"tiny-{version}.mar")
+    with (
+        zipfile.ZipFile(MODELS_ROOT / "tiny-v2.mar") as good,
+        zipfile.ZipFile(MODELS_ROOT / "tiny-broken.mar", "w") as broken,
+    ):
+        for item in good.infolist():
+            data = good.read(item)
+            broken.writestr(item, data[:1000] if item.filename.endswith(".pt2") else data)
+
+
 def build_model_store(work: Path) -> dict[str, np.ndarray]:
-    """v1 and v2 (other weights), 'foreign' (metadata names another torch)."""
+    """v1 and v2 (other weights), 'foreign' (metadata names another torch), and the
+    TorchServe archives of v1, v2 and a broken one."""
     if MODELS_ROOT.exists():
         shutil.rmtree(MODELS_ROOT)
     MODELS_ROOT.mkdir(parents=True)
@@ -98,6 +122,7 @@ def build_model_store(work: Path) -> dict[str, np.ndarray]:
     meta = json.loads((foreign / "metadata.json").read_text())
     (foreign / "metadata.json").write_text(json.dumps({**meta, "torch_version": "1.13.1"}))
     _tarball(foreign, MODELS_ROOT / "tiny-foreign.tar.gz")
+    _mars(work)
     for path in MODELS_ROOT.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return expected
@@ -173,8 +198,9 @@ def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 240
     return result
 
 
-def cluster_ip(cluster: Cluster, namespace: str, name: str) -> str:
-    """The Service's address, once kube-proxy routes it to a ready pod.
+def cluster_ip(cluster: Cluster, namespace: str, name: str, path: str = "/v2/health/live") -> str:
+    """The Service's address, once kube-proxy routes it to a ready pod (``path`` answers:
+    modelplane's live path by default, another server's own otherwise).
 
     Ready pods reach the EndpointSlice at once, but kube-proxy programs iptables
     asynchronously (its sync period): until then the address refuses connections.
@@ -185,7 +211,7 @@ def cluster_ip(cluster: Cluster, namespace: str, name: str) -> str:
 
     def answers() -> bool:
         try:
-            return httpx.get(f"http://{ip}:80/v2/health/live", timeout=2).status_code == 200
+            return httpx.get(f"http://{ip}:80{path}", timeout=2).status_code == 200
         except httpx.TransportError:
             return False
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from .analysis import Figures, Snapshot, figures
 from .autoscale import Recommendation, recommend, trim
+from .podmetrics import MetricsEndpoint
 from .revisions import Revision
 from .scrape import Scraper, scrape_pods
 from .spec import Autoscaling
@@ -79,7 +80,7 @@ class Meters:
         key: CanaryKey,
         canary: Revision,
         stable: Revision | None,
-        port: int,
+        endpoint: MetricsEndpoint,
         interval_s: float,
         now: float,
     ) -> CanaryReading:
@@ -88,9 +89,9 @@ class Meters:
         with self._lock:
             run = self._runs.get(uid)
         if run is None or run.key != key:
-            run = _CanaryRun(key, now, *self._scrape(canary, stable, port))
+            run = _CanaryRun(key, now, *self._scrape(canary, stable, endpoint))
         elif now - run.started_at >= interval_s:
-            end_canary, end_stable = self._scrape(canary, stable, port)
+            end_canary, end_stable = self._scrape(canary, stable, endpoint)
             interval = Interval(
                 run.started_at,
                 now,
@@ -103,11 +104,16 @@ class Meters:
         return CanaryReading(key, run.started_at, run.completed)
 
     def load(
-        self, uid: str, revisions: Iterable[Revision], port: int, rules: Autoscaling, now: float
+        self,
+        uid: str,
+        revisions: Iterable[Revision],
+        endpoint: MetricsEndpoint,
+        rules: Autoscaling,
+        now: float,
     ) -> LoadReading:
         """In-flight requests over every ready pod now, and the recommendations so far."""
         pods = [p for r in revisions for p in r.ready_pods]
-        snap = self.scraper(pods, port)
+        snap = self.scraper(pods, endpoint)
         in_flight = sum(s.in_flight for s in snap.samples.values())
         with self._lock:
             history = trim(self._loads.get(uid, []), now, rules)
@@ -127,8 +133,8 @@ class Meters:
             self._loads.pop(uid, None)
 
     def _scrape(
-        self, canary: Revision, stable: Revision | None, port: int
+        self, canary: Revision, stable: Revision | None, endpoint: MetricsEndpoint
     ) -> tuple[Snapshot, Snapshot]:
-        at_canary = self.scraper(canary.ready_pods, port)
-        at_stable = self.scraper(stable.ready_pods if stable else (), port)
+        at_canary = self.scraper(canary.ready_pods, endpoint)
+        at_stable = self.scraper(stable.ready_pods if stable else (), endpoint)
         return at_canary, at_stable

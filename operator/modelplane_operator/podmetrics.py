@@ -2,14 +2,15 @@
 
 Parsed with prometheus-client's own text parser. The families are the runtime's
 (docs/runtime.md, Metrics): requests by outcome, the latency histogram of successful
-requests and the in-flight gauge. A pod serves one model, so samples are summed over
-their labels.
+requests and the in-flight gauge; another server's ``Dialect`` names its own families for
+the same figures, where it has them (docs/servers.md). A pod serves one model, so samples
+are summed over their labels.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,6 +18,75 @@ from prometheus_client.parser import text_string_to_metric_families
 OUTCOMES = "modelplane_requests"
 LATENCY = "modelplane_request_duration_seconds"
 IN_FLIGHT = "modelplane_requests_in_flight"
+
+SUCCESS, CLIENT_ERROR, SERVER_ERROR = "success", "client_error", "server_error"
+# A counter's name (prometheus-client's parser gives every counter's samples a _total
+# suffix: without it here) and labels -> the outcome it counts, or None.
+OutcomeOf = Callable[[str, Mapping[str, str]], str | None]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """Which samples of a server's /metrics mean requests by outcome, the latency of
+    successful requests (a histogram in seconds) and the requests in flight."""
+
+    name: str
+    outcome_of: OutcomeOf
+    latency_bucket: str | None = None  # the histogram's _bucket sample name
+    in_flight: tuple[str, ...] = ()  # gauges summed: pending plus executing work
+
+
+def _modelplane_outcome(name: str, labels: Mapping[str, str]) -> str | None:
+    return labels.get("outcome", "") if name == OUTCOMES else None
+
+
+# TorchServe's frontend counts every answer by status class (one model per pod).
+_TORCHSERVE_STATUS = {
+    "Requests2XX": SUCCESS,
+    "Requests4XX": CLIENT_ERROR,
+    "Requests5XX": SERVER_ERROR,
+}
+# prometheus-fastapi-instrumentator, in vLLM's OpenAI server: status grouped as 2xx, 4xx...
+_HTTP_STATUS = {"2": SUCCESS, "4": CLIENT_ERROR, "5": SERVER_ERROR}
+
+
+def _torchserve_outcome(name: str, labels: Mapping[str, str]) -> str | None:
+    return _TORCHSERVE_STATUS.get(name)
+
+
+def _triton_outcome(name: str, labels: Mapping[str, str]) -> str | None:
+    # Triton does not tell a client's bad request from a model failure: both are failures.
+    return {
+        "nv_inference_request_success": SUCCESS,
+        "nv_inference_request_failure": SERVER_ERROR,
+    }.get(name)
+
+
+def _vllm_outcome(name: str, labels: Mapping[str, str]) -> str | None:
+    if name != "http_requests" or labels.get("handler", "").startswith(("/health", "/metrics")):
+        return None
+    return _HTTP_STATUS.get(labels.get("status", "")[:1])
+
+
+MODELPLANE = Dialect("modelplane", _modelplane_outcome, f"{LATENCY}_bucket", (IN_FLIGHT,))
+TORCHSERVE = Dialect("torchserve", _torchserve_outcome)
+# nv_inference_pending_request_count: queued requests (Triton has no gauge of executing).
+TRITON = Dialect("triton", _triton_outcome, None, ("nv_inference_pending_request_count",))
+VLLM = Dialect(
+    "vllm",
+    _vllm_outcome,
+    "vllm:e2e_request_latency_seconds_bucket",
+    ("vllm:num_requests_running", "vllm:num_requests_waiting"),
+)
+
+
+@dataclass(frozen=True)
+class MetricsEndpoint:
+    """Where a serving pod's metrics are, and how to read them."""
+
+    port: int
+    path: str = "/metrics"
+    dialect: Dialect = MODELPLANE
 
 
 @dataclass(frozen=True)
@@ -35,36 +105,45 @@ class PodSample:
 
 
 class NotRuntimeMetrics(ValueError):
-    """The text has none of the runtime's families: not a modelplane runtime."""
+    """The text has none of the server's families: not the server the spec names."""
 
 
-def parse_sample(text: str, pod: str, started_at: float, at: float) -> PodSample:
+def parse_sample(
+    text: str, pod: str, started_at: float, at: float, dialect: Dialect = MODELPLANE
+) -> PodSample:
     outcomes: dict[str, float] = {}
     buckets: dict[float, float] = {}
     in_flight = 0.0
     seen = False
     for family in text_string_to_metric_families(text):
-        if family.name not in (OUTCOMES, LATENCY, IN_FLIGHT):
-            continue
-        seen = True
         for sample in family.samples:
-            if sample.name == f"{OUTCOMES}_total":
-                outcome = sample.labels.get("outcome", "")
+            counter = family.type == "counter"
+            outcome = (
+                dialect.outcome_of(sample.name.removesuffix("_total"), sample.labels)
+                if counter
+                else None
+            )
+            if outcome is not None:
                 outcomes[outcome] = outcomes.get(outcome, 0.0) + sample.value
-            elif sample.name == f"{LATENCY}_bucket":
+            elif sample.name == dialect.latency_bucket:
                 bound = float(sample.labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
-            elif sample.name == IN_FLIGHT:
+            elif sample.name in dialect.in_flight:
                 in_flight += sample.value
+            else:
+                continue
+            seen = True
     if not seen:
-        raise NotRuntimeMetrics(f"pod {pod}: /metrics has no {OUTCOMES} or {LATENCY} family")
+        raise NotRuntimeMetrics(
+            f"pod {pod}: /metrics has none of the {dialect.name} server's request metrics"
+        )
     return PodSample(
         pod=pod,
         started_at=started_at,
         at=at,
-        successes=outcomes.get("success", 0.0),
-        server_errors=outcomes.get("server_error", 0.0),
-        client_errors=outcomes.get("client_error", 0.0),
+        successes=outcomes.get(SUCCESS, 0.0),
+        server_errors=outcomes.get(SERVER_ERROR, 0.0),
+        client_errors=outcomes.get(CLIENT_ERROR, 0.0),
         buckets=dict(sorted(buckets.items())),
         in_flight=in_flight,
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from . import servers
 from .allocation import GpuAllocation, claim_allocation, extended_allocation
 from .autoscale import Decision, ScaleReason, decide, within
 from .compare import contains
@@ -286,7 +287,8 @@ def _canary_reading(
         return None
     key = (canary.number, stable, memory.step)
     stable_rev = seen.revisions.get(stable)
-    return meters.canary(md.uid, key, canary, stable_rev, md.port, rules.interval_s, now)
+    endpoint = servers.metrics_endpoint(md)
+    return meters.canary(md.uid, key, canary, stable_rev, endpoint, rules.interval_s, now)
 
 
 def _autoscale(
@@ -301,7 +303,8 @@ def _autoscale(
     rules = md.autoscaling
     assert rules is not None
     current = within(int((previous.get("autoscaling") or {}).get("replicas") or md.replicas), rules)
-    reading = meters.load(md.uid, seen.revisions.values(), md.port, rules, now)
+    endpoint = servers.metrics_endpoint(md)
+    reading = meters.load(md.uid, seen.revisions.values(), endpoint, rules, now)
     if not reading.measured or reading.failed:
         why = "; ".join(f"{p}: {e}" for p, e in sorted(reading.failed.items())) or "no ready pod"
         unknown = Decision(current, current, ScaleReason.NO_METRICS, f"load unknown ({why})")

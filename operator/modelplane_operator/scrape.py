@@ -17,7 +17,7 @@ from typing import Any
 import urllib3
 
 from .analysis import Snapshot
-from .podmetrics import NotRuntimeMetrics, PodSample, parse_sample
+from .podmetrics import MetricsEndpoint, NotRuntimeMetrics, PodSample, parse_sample
 
 SCRAPE_TIMEOUT_S = 2.0
 PARALLEL = 8
@@ -26,7 +26,7 @@ _http = urllib3.PoolManager(
     num_pools=64, timeout=urllib3.Timeout(total=SCRAPE_TIMEOUT_S), retries=False
 )
 
-Scraper = Callable[[Sequence[Mapping[str, Any]], int], Snapshot]
+Scraper = Callable[[Sequence[Mapping[str, Any]], MetricsEndpoint], Snapshot]
 
 
 def container_started_at(pod: Mapping[str, Any]) -> float:
@@ -45,31 +45,32 @@ def _epoch(text: Any) -> float:
         return 0.0
 
 
-def _scrape_one(pod: Mapping[str, Any], port: int) -> PodSample | str:
+def _scrape_one(pod: Mapping[str, Any], endpoint: MetricsEndpoint) -> PodSample | str:
     name = str(pod["metadata"]["name"])
     ip = (pod.get("status") or {}).get("podIP")
     if not ip:
         return "no pod IP"
     host = f"[{ip}]" if ":" in ip else ip
     try:
-        response = _http.request("GET", f"http://{host}:{port}/metrics")
+        response = _http.request("GET", f"http://{host}:{endpoint.port}{endpoint.path}")
     except urllib3.exceptions.HTTPError as exc:
-        return f"GET /metrics failed: {type(exc).__name__}"
+        return f"GET {endpoint.path} failed: {type(exc).__name__}"
     if response.status != 200:
-        return f"GET /metrics answered HTTP {response.status}"
+        return f"GET {endpoint.path} answered HTTP {response.status}"
     try:
-        return parse_sample(response.data.decode(), name, container_started_at(pod), time.time())
+        text = response.data.decode()
+        return parse_sample(text, name, container_started_at(pod), time.time(), endpoint.dialect)
     except (NotRuntimeMetrics, ValueError, KeyError) as exc:
         return f"unreadable /metrics: {exc}"
 
 
-def scrape_pods(pods: Sequence[Mapping[str, Any]], port: int) -> Snapshot:
+def scrape_pods(pods: Sequence[Mapping[str, Any]], endpoint: MetricsEndpoint) -> Snapshot:
     """Scrape every pod given; what each said or why it could not be read."""
     at = time.time()
     if not pods:
         return Snapshot(at)
     with ThreadPoolExecutor(max_workers=min(PARALLEL, len(pods))) as pool:
-        results = list(pool.map(lambda p: _scrape_one(p, port), pods))
+        results = list(pool.map(lambda p: _scrape_one(p, endpoint), pods))
     samples: dict[str, PodSample] = {}
     failed: dict[str, str] = {}
     for pod, result in zip(pods, results, strict=True):

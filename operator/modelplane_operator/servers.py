@@ -14,6 +14,7 @@ import posixpath
 import urllib.parse
 from dataclasses import dataclass
 
+from . import podmetrics
 from .config import OperatorConfig
 from .spec import ModelDeploymentSpec, ServerKind
 
@@ -159,6 +160,23 @@ def profile(md: ModelDeploymentSpec) -> Profile:
         metrics_port=s.metrics_port or base.metrics_port,
         env=base.env,
     )
+
+
+# What each server's /metrics tells canary analysis and autoscaling (podmetrics' dialects).
+_DIALECTS = {
+    ServerKind.MODELPLANE: podmetrics.MODELPLANE,
+    ServerKind.TORCHSERVE: podmetrics.TORCHSERVE,
+    ServerKind.TRITON: podmetrics.TRITON,
+    ServerKind.VLLM: podmetrics.VLLM,
+}
+
+
+def metrics_endpoint(md: ModelDeploymentSpec) -> podmetrics.MetricsEndpoint:
+    """Where the operator scrapes a serving pod, and how it reads what it gets. Admission
+    (spec.parse) lets analysis and autoscaling through only for servers listed here."""
+    p = profile(md)
+    dialect = _DIALECTS.get(md.server.kind, podmetrics.MODELPLANE)
+    return podmetrics.MetricsEndpoint(p.metrics_port, p.metrics_path, dialect)
 
 
 def default_image(md: ModelDeploymentSpec, config: OperatorConfig) -> str:

@@ -69,6 +69,16 @@ class ServerKind(enum.StrEnum):
     CUSTOM = "custom"  # any server the spec describes
 
 
+# What each server's /metrics lets the operator judge (servers.metrics_endpoint reads it):
+# requests by outcome (a canary's success rate), a latency histogram (its p99 rules) and
+# in-flight work (autoscaling). What a custom server exports is not known.
+COUNTS_OUTCOMES = frozenset(
+    {ServerKind.MODELPLANE, ServerKind.TORCHSERVE, ServerKind.TRITON, ServerKind.VLLM}
+)
+HAS_LATENCY_HISTOGRAM = frozenset({ServerKind.MODELPLANE, ServerKind.VLLM})
+HAS_IN_FLIGHT = frozenset({ServerKind.MODELPLANE, ServerKind.TRITON, ServerKind.VLLM})
+
+
 @dataclass(frozen=True)
 class Server:
     """spec.runtime.server: the kind, and what the spec overrides of its defaults."""
@@ -358,14 +368,30 @@ def _server(runtime: Mapping[str, Any], spec: Mapping[str, Any]) -> Server:
         raise SpecError(
             "a custom server needs spec.runtime.image and spec.runtime.server.readinessPath"
         )
-    if kind is not ServerKind.MODELPLANE and (
-        spec.get("autoscaling") or ((spec.get("rollout") or {}).get("canary") or {}).get("analysis")
-    ):
-        raise SpecError(
-            "spec.autoscaling and spec.rollout.canary.analysis read modelplane's runtime "
-            f"metrics, which the {kind} server does not export"
-        )
+    _check_metric_rules(kind, spec)
     return server
+
+
+def _check_metric_rules(kind: ServerKind, spec: Mapping[str, Any]) -> None:
+    """Refuse analysis and autoscaling rules the server's metrics cannot answer, rather
+    than judge a canary or scale on figures that would always read zero."""
+    analysis = ((spec.get("rollout") or {}).get("canary") or {}).get("analysis") or {}
+    if spec.get("autoscaling") and kind not in HAS_IN_FLIGHT:
+        raise SpecError(
+            f"spec.autoscaling scales on in-flight requests, which the {kind} server does "
+            "not export; remove it (or scale with an HPA on the server's own metrics)"
+        )
+    if analysis and kind not in COUNTS_OUTCOMES:
+        raise SpecError(
+            f"spec.rollout.canary.analysis reads requests by outcome, which a {kind} "
+            "server's metrics are not known to count"
+        )
+    latency_rules = {"maxP99Latency", "maxP99LatencyRatio"} & set(analysis)
+    if latency_rules and kind not in HAS_LATENCY_HISTOGRAM:
+        raise SpecError(
+            f"spec.rollout.canary.analysis.{sorted(latency_rules)[0]} needs a latency "
+            f"histogram, which the {kind} server does not export; judge it by minSuccessRate"
+        )
 
 
 def _strings(raw: Mapping[str, Any], key: str) -> tuple[str, ...] | None:

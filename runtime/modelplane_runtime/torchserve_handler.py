@@ -136,7 +136,8 @@ class ModelplaneHandler:
         self.program = torch.export.load(artifact).module()
         manifest = getattr(context, "manifest", None) or {}
         model = manifest.get("model", {})
-        self.model_name = model.get("modelName") or self.meta.get("name", "")
+        # The name it was registered by (`--models NAME=file.mar`), which clients use.
+        self.model_name = getattr(context, "model_name", "") or model.get("modelName", "")
         self.model_version = str(model.get("modelVersion", ""))
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[dict[str, Any]]:

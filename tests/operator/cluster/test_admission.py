@@ -116,16 +116,49 @@ CASES = [
         "runtime.precision and runtime.batching are settings of modelplane's own runtime",
     ),
     (
-        "autoscaling another server",
+        "autoscaling a server without an in-flight gauge",
         variant(
             "spec",
             {
                 "model": {"version": "1", "uri": "s3://m/1"},
-                "runtime": {"server": {"kind": "vllm"}},
+                "runtime": {"server": {"kind": "torchserve"}},
                 "autoscaling": {"minReplicas": 1, "maxReplicas": 2, "targetInFlight": 4},
             },
         ),
-        "read the metrics of modelplane's own",
+        "spec.autoscaling scales on in-flight requests, which this server does not export",
+    ),
+    (
+        "a p99 rule on a server without a latency histogram",
+        variant(
+            "spec",
+            {
+                "model": {"version": "1", "uri": "s3://m/1"},
+                "runtime": {"server": {"kind": "triton"}},
+                "rollout": {
+                    "strategy": "Canary",
+                    "canary": {"steps": [{"weight": 50}], "analysis": {"maxP99Latency": "1s"}},
+                },
+            },
+        ),
+        "maxP99LatencyRatio need a latency histogram",
+    ),
+    (
+        "analysis of a custom server",
+        variant(
+            "spec",
+            {
+                "model": {"version": "1", "uri": "s3://m/1"},
+                "runtime": {
+                    "image": "r.io/mine:1",
+                    "server": {"kind": "custom", "readinessPath": "/ready"},
+                },
+                "rollout": {
+                    "strategy": "Canary",
+                    "canary": {"steps": [{"weight": 50}], "analysis": {"minSuccessRate": 99}},
+                },
+            },
+        ),
+        "a custom server's metrics",
     ),
     ("version with space", variant("spec.model.version", "1.0 beta"), "model.version must be"),
     ("version too long", variant("spec.model.version", "1" * 64), "spec.model.version"),

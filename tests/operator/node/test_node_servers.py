@@ -17,7 +17,7 @@ from buildkit import push, python_server_image
 from clusterkit import Cluster, wait_for
 from localcluster.registries import registries
 from mdkit import condition, wait_condition
-from nodekit import Images, ModelStore, node_md, pods, wait_ready
+from nodekit import Images, ModelStore, cluster_ip, node_md, pods, wait_ready
 
 SERVER = Path(__file__).parent / "servers" / "custom_server.py"
 PORT = 9000
@@ -52,22 +52,9 @@ def _custom_md(images: Images, image: str, uri: str, version: str) -> dict[str, 
     return md
 
 
-def _service(cluster: Cluster, ns: str) -> str:
-    """The Service's address once kube-proxy routes it (the server's own live path)."""
-    ip: str = cluster.get_json("service", "custom", "-n", ns)["spec"]["clusterIP"]
-
-    def answers() -> bool:
-        try:
-            return httpx.get(f"http://{ip}:80/healthz/live", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(answers, f"kube-proxy to route {ip}", timeout=30, interval=0.5)
-    return ip
-
-
 def _model(cluster: Cluster, ns: str) -> dict[str, Any]:
-    response = httpx.get(f"http://{_service(cluster, ns)}:80/model", timeout=5)
+    ip = cluster_ip(cluster, ns, "custom", path="/healthz/live")
+    response = httpx.get(f"http://{ip}:80/model", timeout=5)
     response.raise_for_status()
     answer: dict[str, Any] = response.json()
     return answer

@@ -52,7 +52,7 @@ def test_the_runtimes_exposition_parses_into_a_sample() -> None:
     got = parse_sample(text, "p", 1.0, 2.0)
     assert (got.successes, got.server_errors, got.client_errors, got.in_flight) == (7, 2, 3, 4)
     assert got.buckets == {0.01: 5.0, math.inf: 7.0}
-    with pytest.raises(ValueError, match="no modelplane_requests"):
+    with pytest.raises(ValueError, match=r"none of the modelplane server.s request metrics"):
         parse_sample("# TYPE other gauge\nother 1\n", "p", 1.0, 2.0)
 
 

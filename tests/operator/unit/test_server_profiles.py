@@ -10,6 +10,7 @@ import pytest
 from modelplane_operator.config import OperatorConfig
 from modelplane_operator.manifests import build_pod_template
 from modelplane_operator.revisions import template_hash
+from modelplane_operator.servers import metrics_endpoint
 from modelplane_operator.spec import SpecError, parse
 
 CONFIG = OperatorConfig(runtime_image="r.io/runtime:1", gpu_runtime_image="r.io/runtime:1-cuda")
@@ -131,14 +132,61 @@ def test_an_incomplete_server_is_an_invalid_spec(
         _md(server, **runtime)
 
 
-def test_metric_features_need_modelplanes_metrics() -> None:
-    body = {
+AUTOSCALING = {"minReplicas": 1, "maxReplicas": 3, "targetInFlight": 4}
+
+
+def _metric_rules(kind: str, **spec: Any) -> dict[str, Any]:
+    return {
         "metadata": {"name": "tiny"},
         "spec": {
             "model": {"version": "v1", "uri": "s3://m/1"},
-            "runtime": {"server": {"kind": "vllm"}},
-            "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "targetInFlight": 4},
+            "runtime": {"server": {"kind": kind}, "image": "r.io/s:1"},
+            **spec,
         },
     }
-    with pytest.raises(SpecError, match="does not export"):
+
+
+def _analysis(**rules: Any) -> dict[str, Any]:
+    return {"canary": {"steps": [{"weight": 50}], "analysis": rules}}
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "words"),
+    [
+        ("torchserve", {"autoscaling": AUTOSCALING}, "the torchserve server does not export"),
+        ("custom", {"rollout": _analysis(minSuccessRate=99)}, "not known to count"),
+        ("triton", {"rollout": _analysis(maxP99Latency="1s")}, "needs a latency histogram"),
+        ("torchserve", {"rollout": _analysis(maxP99LatencyRatio=2)}, "judge it by minSuccessRate"),
+    ],
+)
+def test_rules_a_server_s_metrics_cannot_answer_are_refused(
+    kind: str, spec: dict[str, Any], words: str
+) -> None:
+    body = _metric_rules(kind, **spec)
+    body["spec"]["runtime"]["server"]["readinessPath"] = "/ready"
+    with pytest.raises(SpecError, match=words):
         parse(body)
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "family"),
+    [
+        ("vllm", {"autoscaling": AUTOSCALING}, "vllm:num_requests_running"),
+        ("triton", {"autoscaling": AUTOSCALING}, "nv_inference_pending_request_count"),
+        ("torchserve", {"rollout": _analysis(minSuccessRate=99)}, "Requests2XX"),
+        ("vllm", {"rollout": _analysis(maxP99Latency="2s")}, "vllm:e2e_request_latency"),
+    ],
+)
+def test_rules_a_server_s_metrics_answer_are_read_from_its_own_endpoint(
+    kind: str, spec: dict[str, Any], family: str
+) -> None:
+    md = parse(_metric_rules(kind, **spec))
+    endpoint = metrics_endpoint(md)
+    assert endpoint.dialect.name == kind
+    assert endpoint.port == {"torchserve": 8082, "triton": 8002}.get(kind, md.port)
+    read = endpoint.dialect
+    assert (
+        family in read.in_flight
+        or (read.latency_bucket or "").startswith(family)
+        or read.outcome_of(family, {}) is not None
+    )

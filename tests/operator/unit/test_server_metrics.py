@@ -1,0 +1,84 @@
+"""Other servers' /metrics read as the figures canary analysis and autoscaling judge:
+requests by outcome, a latency histogram where the server has one, in-flight work."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from modelplane_operator.podmetrics import MODELPLANE, TORCHSERVE, TRITON, VLLM, parse_sample
+
+# TorchServe 0.12's metrics endpoint with metrics_mode=prometheus, as it answered here.
+TORCHSERVE_TEXT = """\
+# HELP Requests2XX Torchserve prometheus counter metric with unit: Count
+# TYPE Requests2XX counter
+Requests2XX{Level="Host",Hostname="vm",} 40.0
+# HELP Requests4XX Torchserve prometheus counter metric with unit: Count
+# TYPE Requests4XX counter
+Requests4XX{Level="Host",Hostname="vm",} 3.0
+# HELP Requests5XX Torchserve prometheus counter metric with unit: Count
+# TYPE Requests5XX counter
+Requests5XX{Level="Host",Hostname="vm",} 2.0
+# HELP ts_inference_requests_total Torchserve prometheus counter metric with unit: Count
+# TYPE ts_inference_requests_total counter
+ts_inference_requests_total{model_name="tiny",model_version="default",hostname="vm",} 45.0
+"""
+
+# Triton's names (its metrics documentation).
+TRITON_TEXT = """\
+# TYPE nv_inference_request_success counter
+nv_inference_request_success{model="resnet",version="1"} 120
+# TYPE nv_inference_request_failure counter
+nv_inference_request_failure{model="resnet",reason="BACKEND",version="1"} 4
+nv_inference_request_failure{model="resnet",reason="REJECTED",version="1"} 1
+# TYPE nv_inference_pending_request_count gauge
+nv_inference_pending_request_count{model="resnet",version="1"} 6
+"""
+
+# vLLM's OpenAI server: its own families and prometheus-fastapi-instrumentator's.
+VLLM_TEXT = """\
+# TYPE http_requests_total counter
+http_requests_total{handler="/v1/chat/completions",method="POST",status="2xx"} 90.0
+http_requests_total{handler="/v1/chat/completions",method="POST",status="4xx"} 5.0
+http_requests_total{handler="/v1/chat/completions",method="POST",status="5xx"} 1.0
+http_requests_total{handler="/health",method="GET",status="2xx"} 300.0
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{model_name="llama"} 7.0
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{model_name="llama"} 2.0
+# TYPE vllm:e2e_request_latency_seconds histogram
+vllm:e2e_request_latency_seconds_bucket{le="0.5",model_name="llama"} 10.0
+vllm:e2e_request_latency_seconds_bucket{le="2.5",model_name="llama"} 80.0
+vllm:e2e_request_latency_seconds_bucket{le="+Inf",model_name="llama"} 91.0
+vllm:e2e_request_latency_seconds_count{model_name="llama"} 91.0
+vllm:e2e_request_latency_seconds_sum{model_name="llama"} 120.0
+"""
+
+
+def test_torchserve_counts_answers_by_status_class() -> None:
+    got = parse_sample(TORCHSERVE_TEXT, "p", 1.0, 2.0, TORCHSERVE)
+    assert (got.successes, got.client_errors, got.server_errors) == (40, 3, 2)
+    assert got.buckets == {} and got.in_flight == 0  # it exports neither
+
+
+def test_triton_counts_every_failure_as_the_server_s() -> None:
+    got = parse_sample(TRITON_TEXT, "p", 1.0, 2.0, TRITON)
+    assert (got.successes, got.client_errors, got.server_errors, got.in_flight) == (120, 0, 5, 6)
+
+
+def test_vllm_reads_its_api_s_answers_its_latency_histogram_and_running_plus_waiting() -> None:
+    got = parse_sample(VLLM_TEXT, "p", 1.0, 2.0, VLLM)
+    # The health checks' own 2xx are not requests for the model.
+    assert (got.successes, got.client_errors, got.server_errors) == (90, 5, 1)
+    assert got.in_flight == 9
+    assert got.buckets == {0.5: 10.0, 2.5: 80.0, math.inf: 91.0}
+
+
+@pytest.mark.parametrize(
+    ("text", "dialect"),
+    [(TORCHSERVE_TEXT, MODELPLANE), (VLLM_TEXT, TORCHSERVE), (TORCHSERVE_TEXT, VLLM)],
+)
+def test_another_server_s_metrics_are_not_read_as_this_one_s(text: str, dialect: object) -> None:
+    with pytest.raises(ValueError, match=r"none of the .* server's request metrics"):
+        parse_sample(text, "p", 1.0, 2.0, dialect)  # type: ignore[arg-type]
