@@ -7,7 +7,9 @@ Two things TorchServe does not do for Kubernetes:
   own exception as the termination message, so that the pod status, and the operator's
   automatic rollback, show TorchServe's reason.
 - Its `torchserve` command leaves the Java server running when it is signalled. Here it
-  runs in a process group of its own, and SIGTERM reaches every process in it.
+  runs in a process group of its own, and SIGTERM reaches every process in it, after
+  the drain delay (MODELPLANE_DRAIN_DELAY_S, 5 s) that lets the pod leave the Service
+  first, as modelplane's runtime does.
 
 Every argument is passed to `torchserve`; its output is relayed line by line.
 """
@@ -20,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import IO
@@ -32,6 +35,7 @@ LOAD_FAILED = re.compile(r"Load model failed: (?P<model>[^,\s]+), error: (?P<err
 MODEL_LOG = re.compile(r"\] (?P<stream>\S+) MODEL_LOG - (?P<text>.*)$")
 TRACEBACK = "Traceback (most recent call last):"
 STOP_SECONDS = 20
+DRAIN_DELAY_S = 5.0  # MODELPLANE_DRAIN_DELAY_S, as for modelplane's runtime
 # Where `torchserve` records a running server and refuses to start another: a restarted
 # container finds the last one's in its /tmp volume, though that server is gone.
 PID_FILE = os.path.join(tempfile.gettempdir(), ".model_server.pid")
@@ -117,18 +121,27 @@ def relay(stream: IO[str], sink: IO[str], watch: LoadWatch) -> str | None:
     return None
 
 
+def _drain_delay_s() -> float:
+    try:
+        return max(0.0, float(os.environ.get("MODELPLANE_DRAIN_DELAY_S", DRAIN_DELAY_S)))
+    except ValueError:
+        return DRAIN_DELAY_S
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if "--foreground" not in args:
         args = ["--foreground", *args]
     if os.path.exists(PID_FILE):
         os.remove(PID_FILE)
-    stopping = False
+    stopping = threading.Event()
 
     def on_sigterm(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-        _stop(process)
+        # As modelplane's runtime: keep serving while the pod leaves the Service's
+        # endpoints (kube-proxy is asynchronous), then stop. A second SIGTERM is ignored.
+        if not stopping.is_set():
+            stopping.set()
+            threading.Timer(_drain_delay_s(), _stop, (process,)).start()
 
     process = subprocess.Popen(
         ["torchserve", *args],
@@ -147,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         _stop(process, graceful=False)
         return 1
     code = process.wait()
-    return 0 if stopping else code
+    return 0 if stopping.is_set() else code
 
 
 if __name__ == "__main__":
