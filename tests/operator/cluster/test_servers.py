@@ -31,7 +31,7 @@ SERVERS: dict[str, dict[str, Any]] = {
         "server": {"kind": "custom", "readinessPath": "/ready", "command": ["serve"]},
     },
 }
-COMMANDS = {"torchserve": ["torchserve"], "custom": ["serve"]}
+COMMANDS = {"torchserve": ["modelplane-torchserve"], "custom": ["serve"]}
 
 
 @pytest.mark.parametrize("kind", sorted(SERVERS))
