@@ -20,6 +20,7 @@ LATENCY = "modelplane_request_duration_seconds"
 IN_FLIGHT = "modelplane_requests_in_flight"
 
 SUCCESS, CLIENT_ERROR, SERVER_ERROR = "success", "client_error", "server_error"
+TOTAL = "total"  # every inference request, whatever its outcome
 # A counter's name (prometheus-client's parser gives every counter's samples a _total
 # suffix: without it here) and labels -> the outcome it counts, or None.
 OutcomeOf = Callable[[str, Mapping[str, str]], str | None]
@@ -34,15 +35,20 @@ class Dialect:
     outcome_of: OutcomeOf
     latency_bucket: str | None = None  # the histogram's _bucket sample name
     in_flight: tuple[str, ...] = ()  # gauges summed: pending plus executing work
+    # Successes as the inference requests that were not errors, for a server whose count
+    # of successful answers also holds its health checks.
+    successes_from_total: bool = False
 
 
 def _modelplane_outcome(name: str, labels: Mapping[str, str]) -> str | None:
     return labels.get("outcome", "") if name == OUTCOMES else None
 
 
-# TorchServe's frontend counts every answer by status class (one model per pod).
-_TORCHSERVE_STATUS = {
-    "Requests2XX": SUCCESS,
+# TorchServe's frontend counts its inference requests, and every answer by status class
+# (one model per pod). Requests2XX counts the kubelet's /ping probes too, so successes
+# are the inference requests less the errors.
+_TORCHSERVE_COUNTERS = {
+    "ts_inference_requests": TOTAL,
     "Requests4XX": CLIENT_ERROR,
     "Requests5XX": SERVER_ERROR,
 }
@@ -51,7 +57,7 @@ _HTTP_STATUS = {"2": SUCCESS, "4": CLIENT_ERROR, "5": SERVER_ERROR}
 
 
 def _torchserve_outcome(name: str, labels: Mapping[str, str]) -> str | None:
-    return _TORCHSERVE_STATUS.get(name)
+    return _TORCHSERVE_COUNTERS.get(name)
 
 
 def _triton_outcome(name: str, labels: Mapping[str, str]) -> str | None:
@@ -69,7 +75,7 @@ def _vllm_outcome(name: str, labels: Mapping[str, str]) -> str | None:
 
 
 MODELPLANE = Dialect("modelplane", _modelplane_outcome, f"{LATENCY}_bucket", (IN_FLIGHT,))
-TORCHSERVE = Dialect("torchserve", _torchserve_outcome)
+TORCHSERVE = Dialect("torchserve", _torchserve_outcome, successes_from_total=True)
 # nv_inference_pending_request_count: queued requests (Triton has no gauge of executing).
 TRITON = Dialect("triton", _triton_outcome, None, ("nv_inference_pending_request_count",))
 VLLM = Dialect(
@@ -133,6 +139,9 @@ def parse_sample(
             else:
                 continue
             seen = True
+    if dialect.successes_from_total:
+        errors = outcomes.get(CLIENT_ERROR, 0.0) + outcomes.get(SERVER_ERROR, 0.0)
+        outcomes[SUCCESS] = max(0.0, outcomes.get(TOTAL, 0.0) - errors)
     if not seen:
         raise NotRuntimeMetrics(
             f"pod {pod}: /metrics has none of the {dialect.name} server's request metrics"

@@ -102,3 +102,48 @@ def test_a_rolling_update_of_the_mar_under_load_loses_nothing_and_a_broken_one_r
     assert "failed to load in TorchServe" in message and "zip" in message.lower(), message
     assert md["status"]["history"][0]["outcome"] == "RolledBack"
     assert infer_json(url, timeout=CLIENT_TIMEOUT_S)[0] == "v2"  # still served
+
+
+def _event_messages(cluster: Cluster, ns: str, reason: str) -> list[str]:
+    events = cluster.get_json("events", "-n", ns, "--field-selector", f"reason={reason}")
+    return [e["message"] for e in events["items"]]
+
+
+def test_a_torchserve_canary_is_judged_on_torchserve_s_own_metrics_and_promoted(
+    real_node: Cluster, images: Images, model_store: ModelStore, node_ns: str, operator: Any
+) -> None:
+    """The operator scrapes TorchServe's own metrics port (8082, not the serving port's
+    /metrics, which TorchServe does not have) and reads its inference requests: without
+    traffic the analysis waits, with traffic it promotes both steps on its own."""
+    rules = {"interval": "8s", "minRequests": 20, "minSuccessRate": 99}
+    rollout = {"strategy": "Canary", "canary": {"steps": [{"weight": 50, "pause": {}},
+               {"weight": 100, "pause": {}}], "analysis": rules}}  # fmt: skip
+    real_node.apply(_ts_md(images, model_store.mar_uri("v1"), "v1", replicas=2), node_ns)
+    wait_ready(real_node, node_ns, "ts", timeout=300)
+    url = f"http://{cluster_ip(real_node, node_ns, 'ts', path='/ping')}:80"
+    real_node.apply(
+        _ts_md(images, model_store.mar_uri("v2"), "v2", replicas=2, rollout=rollout), node_ns
+    )
+
+    def analysis() -> dict[str, Any]:
+        md = real_node.get_json("md", "ts", "-n", node_ns)
+        found: dict[str, Any] = md.get("status", {}).get("rollout", {}).get("analysis", {})
+        return found
+
+    idle = wait_for(
+        lambda: (a := analysis()).get("verdict") == "NoData" and a,
+        "the analysis to report too few requests", timeout=300, interval=1,
+    )  # fmt: skip
+    assert "requests < 20 needed to judge" in idle["message"], idle
+    with ClosedLoop(url, clients=2, max_seconds=300, timeout=CLIENT_TIMEOUT_S, fresh=True) as load:
+        md = wait_for(
+            lambda: (m := real_node.get_json("md", "ts", "-n", node_ns))["status"].get(
+                "currentVersion") == "v2" and condition(m, "Ready").get("reason")
+            == "AllReplicasReady" and m,
+            "v2 promoted by analysis", timeout=300, interval=1,
+        )  # fmt: skip
+    assert load.figures()["failures"] == 0, load.figures()["errors"]
+    assert "modelplane.io/promote" not in md["metadata"].get("annotations", {})
+    passed = _event_messages(real_node, node_ns, "CanaryStepComplete")
+    assert sum("analysis passed" in m for m in passed) == 2, passed
+    assert any("success 100.0%" in m for m in passed), passed

@@ -173,7 +173,7 @@ def test_rules_a_server_s_metrics_cannot_answer_are_refused(
     [
         ("vllm", {"autoscaling": AUTOSCALING}, "vllm:num_requests_running"),
         ("triton", {"autoscaling": AUTOSCALING}, "nv_inference_pending_request_count"),
-        ("torchserve", {"rollout": _analysis(minSuccessRate=99)}, "Requests2XX"),
+        ("torchserve", {"rollout": _analysis(minSuccessRate=99)}, "ts_inference_requests"),
         ("vllm", {"rollout": _analysis(maxP99Latency="2s")}, "vllm:e2e_request_latency"),
     ],
 )
