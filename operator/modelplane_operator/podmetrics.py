@@ -38,6 +38,9 @@ class Dialect:
     # Successes as the inference requests that were not errors, for a server whose count
     # of successful answers also holds its health checks.
     successes_from_total: bool = False
+    # Families that show the endpoint is this server's before its request counters exist
+    # (a server that creates a counter at its first increment).
+    markers: tuple[str, ...] = ()
 
 
 def _modelplane_outcome(name: str, labels: Mapping[str, str]) -> str | None:
@@ -75,7 +78,10 @@ def _vllm_outcome(name: str, labels: Mapping[str, str]) -> str | None:
 
 
 MODELPLANE = Dialect("modelplane", _modelplane_outcome, f"{LATENCY}_bucket", (IN_FLIGHT,))
-TORCHSERVE = Dialect("torchserve", _torchserve_outcome, successes_from_total=True)
+# Requests2XX exists from the first /ping answer on: before any pod is Ready.
+TORCHSERVE = Dialect(
+    "torchserve", _torchserve_outcome, successes_from_total=True, markers=("Requests2XX",)
+)
 # nv_inference_pending_request_count: queued requests (Triton has no gauge of executing).
 TRITON = Dialect("triton", _triton_outcome, None, ("nv_inference_pending_request_count",))
 VLLM = Dialect(
@@ -122,6 +128,7 @@ def parse_sample(
     in_flight = 0.0
     seen = False
     for family in text_string_to_metric_families(text):
+        seen = seen or family.name in dialect.markers
         for sample in family.samples:
             counter = family.type == "counter"
             outcome = (

@@ -62,6 +62,13 @@ def test_torchserve_counts_answers_by_status_class() -> None:
     assert got.buckets == {} and got.in_flight == 0  # it exports neither
 
 
+def test_torchserve_before_its_first_inference_request_counts_zero() -> None:
+    # TorchServe creates ts_inference_requests_total at its first increment.
+    text = "\n".join(TORCHSERVE_TEXT.splitlines()[:3]) + "\n"
+    got = parse_sample(text, "p", 1.0, 2.0, TORCHSERVE)
+    assert (got.successes, got.client_errors, got.server_errors) == (0, 0, 0)
+
+
 def test_triton_counts_every_failure_as_the_server_s() -> None:
     got = parse_sample(TRITON_TEXT, "p", 1.0, 2.0, TRITON)
     assert (got.successes, got.client_errors, got.server_errors, got.in_flight) == (120, 0, 5, 6)
