@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The demo's real part: the example tiny model served by modelplane's own images on the
 real node (node-0), real inference through its Service, a rollout under load, and the
-model as an OCI image in the cluster's registry, pinned by digest per revision.
+model as a TorchServe archive served by TorchServe, and the model as an OCI image in the
+cluster's registry, pinned by digest per revision.
 
 Run by hack/demo.sh after the simulated part, against the demo cluster, while the demo's
 operator runs. The model files are served over HTTP from this process on node-0's
@@ -37,6 +38,7 @@ from nodekit import (
     Images,
     build_model_store,
     cluster_ip,
+    infer_json,
     node_md,
     pods,
     serve_models,
@@ -115,7 +117,29 @@ def demo(cluster: Cluster, images: Images, url: str, expected: dict[str, np.ndar
     )
     if figures["failures"]:
         return 1
-    return oci_demo(cluster, images)
+    return torchserve_demo(cluster, images, url, expected) or oci_demo(cluster, images)
+
+
+def torchserve_demo(
+    cluster: Cluster, images: Images, url: str, expected: dict[str, np.ndarray]
+) -> int:
+    """The same model as a TorchServe archive, served by TorchServe under the operator."""
+    step(f"Another server: TorchServe ({images.torchserve}) with tiny-v1.mar")
+    print("modelplane package ... --format mar made the archive (model.pt2 + v2 JSON handler)")
+    md = node_md("tiny-ts", images, f"{url}/tiny-v1.mar", "v1")
+    runtime = md["spec"]["runtime"]
+    runtime.pop("batching")
+    runtime.update(image=images.torchserve, server={"kind": "torchserve"})
+    runtime["resources"] = {"requests": {"cpu": "100m", "memory": "768Mi"}}
+    cluster.apply(md, namespace=NS)
+    wait_ready(cluster, NS, "tiny-ts", timeout=300)
+    ip = cluster_ip(cluster, NS, "tiny-ts", path="/ping")
+    version, out = infer_json(f"http://{ip}:80", timeout=60)
+    print(f"POST http://{ip}/v2/models/tiny/infer (TorchServe) -> model_version {version}")
+    same = bool(np.allclose(out, expected["v1"], rtol=1e-5, atol=1e-5))
+    print("matches the model run in-process:", same)
+    cluster.kubectl("delete", "md", "tiny-ts", "-n", NS, "--wait=false")
+    return 0 if same else 1
 
 
 def oci_demo(cluster: Cluster, images: Images) -> int:
