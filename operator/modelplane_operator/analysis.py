@@ -61,18 +61,27 @@ class Figures:
 
 def _minus(after: PodSample, before: PodSample) -> PodSample | None:
     """after - before for the same process; None when a counter went down (a reset)."""
-    counters = ("successes", "server_errors", "client_errors")
+    derived = after.total is not None and before.total is not None
+    counted = ("total",) if derived else ("successes",)
+    counters = (*counted, "server_errors", "client_errors")
     if any(getattr(after, c) < getattr(before, c) for c in counters) or any(
         after.buckets.get(b, 0.0) < v for b, v in before.buckets.items()
     ):
         return None
+    server_errors = after.server_errors - before.server_errors
+    client_errors = after.client_errors - before.client_errors
+    if derived:
+        assert after.total is not None and before.total is not None
+        successes = max(0.0, after.total - before.total - server_errors - client_errors)
+    else:
+        successes = after.successes - before.successes
     return PodSample(
         pod=after.pod,
         started_at=after.started_at,
         at=after.at,
-        successes=after.successes - before.successes,
-        server_errors=after.server_errors - before.server_errors,
-        client_errors=after.client_errors - before.client_errors,
+        successes=successes,
+        server_errors=server_errors,
+        client_errors=client_errors,
         buckets={b: v - before.buckets.get(b, 0.0) for b, v in after.buckets.items()},
     )
 

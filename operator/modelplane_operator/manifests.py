@@ -11,6 +11,7 @@ from modelplane_oci.reference import OCI_SCHEME, parse_oci_uri
 
 from . import servers
 from .config import OperatorConfig
+from .podmetrics import SERVER_ANNOTATION
 from .revisions import (
     PINS_ANNOTATION,
     REVISION_LABEL,
@@ -27,6 +28,7 @@ from .spec import (
     GpuClaim,
     ModelDelivery,
     ModelDeploymentSpec,
+    ServerKind,
     SharingStrategy,
 )
 
@@ -234,6 +236,10 @@ def build_pod_template(md: ModelDeploymentSpec, config: OperatorConfig) -> dict[
         "prometheus.io/path": server.metrics_path,
         **md.pod.annotations,
     }
+    if md.server.kind is not ServerKind.MODELPLANE:
+        # Only for other servers: modelplane's own templates (and their hashes) stay as
+        # they were.
+        annotations[SERVER_ANNOTATION] = md.server.kind.value
     volumes: list[dict[str, Any]] = [_model_volume(md), {"name": "tmp", "emptyDir": {}}]
     if md.uri.startswith(OCI_SCHEME) and registry_secrets(md) and not mounts_image(md):
         volumes.append(

@@ -92,6 +92,13 @@ VLLM = Dialect(
 )
 
 
+DIALECTS = {d.name: d for d in (MODELPLANE, TORCHSERVE, TRITON, VLLM)}
+# On a serving pod (beside prometheus.io/port and /path): which server's metrics it has,
+# so that each revision is read as what it runs, whatever the spec says now. Absent:
+# modelplane's runtime.
+SERVER_ANNOTATION = "modelplane.io/server"
+
+
 @dataclass(frozen=True)
 class MetricsEndpoint:
     """Where a serving pod's metrics are, and how to read them."""
@@ -99,6 +106,17 @@ class MetricsEndpoint:
     port: int
     path: str = "/metrics"
     dialect: Dialect = MODELPLANE
+
+    def of_pod(self, annotations: Mapping[str, str]) -> MetricsEndpoint:
+        """Where this pod's metrics are, by its own annotations: a revision made for
+        another server (or port) than the spec's now keeps being read as it runs."""
+        try:
+            port = int(annotations.get("prometheus.io/port", self.port))
+        except ValueError:
+            port = self.port
+        path = annotations.get("prometheus.io/path") or self.path
+        kind = annotations.get(SERVER_ANNOTATION, MODELPLANE.name)
+        return MetricsEndpoint(port, path, DIALECTS.get(kind, self.dialect))
 
 
 @dataclass(frozen=True)
@@ -114,6 +132,10 @@ class PodSample:
     # Cumulative bucket counts of successful requests by upper bound, +Inf included.
     buckets: Mapping[float, float] = field(default_factory=dict)
     in_flight: float = 0.0
+    # Inference requests of every outcome, for a server that counts those and not its
+    # successes (successes is then total less the errors: analysis differences the raw
+    # counters first, since that derived figure need not only grow).
+    total: float | None = None
 
 
 class NotRuntimeMetrics(ValueError):
@@ -162,6 +184,7 @@ def parse_sample(
         client_errors=outcomes.get(CLIENT_ERROR, 0.0),
         buckets=dict(sorted(buckets.items())),
         in_flight=in_flight,
+        total=outcomes.get(TOTAL, 0.0) if dialect.successes_from_total else None,
     )
 
 

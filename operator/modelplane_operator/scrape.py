@@ -51,6 +51,7 @@ def _scrape_one(pod: Mapping[str, Any], endpoint: MetricsEndpoint) -> PodSample 
     if not ip:
         return "no pod IP"
     host = f"[{ip}]" if ":" in ip else ip
+    endpoint = endpoint.of_pod((pod.get("metadata") or {}).get("annotations") or {})
     try:
         response = _http.request("GET", f"http://{host}:{endpoint.port}{endpoint.path}")
     except urllib3.exceptions.HTTPError as exc:

@@ -162,20 +162,11 @@ def profile(md: ModelDeploymentSpec) -> Profile:
     )
 
 
-# What each server's /metrics tells canary analysis and autoscaling (podmetrics' dialects).
-_DIALECTS = {
-    ServerKind.MODELPLANE: podmetrics.MODELPLANE,
-    ServerKind.TORCHSERVE: podmetrics.TORCHSERVE,
-    ServerKind.TRITON: podmetrics.TRITON,
-    ServerKind.VLLM: podmetrics.VLLM,
-}
-
-
 def metrics_endpoint(md: ModelDeploymentSpec) -> podmetrics.MetricsEndpoint:
     """Where the operator scrapes a serving pod, and how it reads what it gets. Admission
     (spec.parse) lets analysis and autoscaling through only for servers listed here."""
     p = profile(md)
-    dialect = _DIALECTS.get(md.server.kind, podmetrics.MODELPLANE)
+    dialect = podmetrics.DIALECTS.get(md.server.kind.value, podmetrics.MODELPLANE)
     return podmetrics.MetricsEndpoint(p.metrics_port, p.metrics_path, dialect)
 
 

@@ -275,8 +275,8 @@ class ModelDeploymentSpec:
         unless runtime.env names the device (an accelerator resource that the runtime
         does not compute on, or a stand-in for a GPU on a CPU node)."""
         chosen = [e.get("value") for e in self.env if e.get("name") == "MODELPLANE_DEVICE"]
-        if chosen and chosen[-1]:
-            return str(chosen[-1])
+        if chosen and str(chosen[-1] or "").strip():
+            return str(chosen[-1]).strip().lower()  # as the runtime reads it
         return "cuda" if self.uses_gpu else "cpu"
 
     @property

@@ -40,10 +40,15 @@ def write_mar(folder: Path, export_dir: Path, name: str, version: str) -> Path:
         export_path=str(export_dir),
         force=True,
     )
-    # The archiver logs through the root logger; its errors reach the user as ours.
-    logging.getLogger().setLevel(logging.WARNING)
+    # The archiver logs its progress through the root logger: quiet while it runs (its
+    # errors reach the user as ours).
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)
     try:
         generate_model_archive(config)
     except ModelArchiverError as exc:
         raise ArchiveError(f"torch-model-archiver: {exc}") from None
+    finally:
+        root.setLevel(level)
     return export_dir / f"{name}{MAR_SUFFIX}"

@@ -16,6 +16,7 @@ Every argument is passed to `torchserve`; its output is relayed line by line.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -29,10 +30,14 @@ from typing import IO
 
 from .termination import write_termination_message
 
-# TorchServe's frontend, when a worker could not load the model.
-LOAD_FAILED = re.compile(r"Load model failed: (?P<model>[^,\s]+), error: (?P<error>.*)$")
-# A line of the Python worker's output, as the frontend logs it.
-MODEL_LOG = re.compile(r"\] (?P<stream>\S+) MODEL_LOG - (?P<text>.*)$")
+# TorchServe's frontend, when a worker could not load the model (its thread names the
+# worker, e.g. "W-9000-tiny_1.0"), and when an archive could not even be registered.
+LOAD_FAILED = re.compile(
+    r"\] (?P<worker>W-\S+) \S+ - Load model failed: (?P<model>[^,\s]+), error: (?P<error>.*)$"
+)
+REGISTER_FAILED = re.compile(r"Failed to load model: (?P<archive>\S+)")
+# A line of the Python worker's output, as the frontend logs it ("W-9000-tiny_1.0-stdout").
+MODEL_LOG = re.compile(r"\] (?P<worker>W-\S+?)-(?P<stream>stdout|stderr) MODEL_LOG - (?P<text>.*)$")
 TRACEBACK = "Traceback (most recent call last):"
 STOP_SECONDS = 20
 DRAIN_DELAY_S = 5.0  # MODELPLANE_DRAIN_DELAY_S, as for modelplane's runtime
@@ -45,29 +50,42 @@ PID_FILE = os.path.join(tempfile.gettempdir(), ".model_server.pid")
 class LoadWatch:
     """Reads TorchServe's log lines; decides when the model failed to load, and why."""
 
-    # Per worker stream (stdout, stderr): whether a Python traceback is being printed.
+    # Per worker stream: whether a Python traceback is being printed.
     in_traceback: dict[str, bool] = field(default_factory=dict)
-    last_exception: str = ""
+    # Per worker: the last exception its Python process printed.
+    last_exception: dict[str, str] = field(default_factory=dict)
+    unregistered: str = ""  # an archive TorchServe could not register; its reason follows
 
     def feed(self, line: str) -> str | None:
         """The termination message once a load failed, else None."""
+        if self.unregistered:
+            # The Java exception under "Failed to load model": "pkg.SomeException: text".
+            kind, sep, text = line.strip().partition(": ")
+            reason = f"{kind.rpartition('.')[2]}: {text}" if sep else line.strip()
+            return f"archive {self.unregistered!r} could not be registered in TorchServe: {reason}"
         logged = MODEL_LOG.search(line)
         if logged:
-            self._worker_line(logged.group("stream"), logged.group("text"))
+            self._worker_line(logged.group("worker"), logged.group("stream"), logged.group("text"))
+            return None
+        unregistered = REGISTER_FAILED.search(line)
+        if unregistered:
+            # TorchServe goes on without the model, /ping Healthy: nothing would serve.
+            self.unregistered = unregistered.group("archive")
             return None
         failed = LOAD_FAILED.search(line)
         if not failed:
             return None
-        reason = self.last_exception or failed.group("error").strip()
+        reason = self.last_exception.get(failed.group("worker")) or failed.group("error").strip()
         return f"model {failed.group('model')!r} failed to load in TorchServe: {reason}"
 
-    def _worker_line(self, stream: str, text: str) -> None:
+    def _worker_line(self, worker: str, stream: str, text: str) -> None:
         # A Python traceback ends at its first unindented line: "ExceptionType: message".
+        key = f"{worker}-{stream}"
         if text.startswith(TRACEBACK):
-            self.in_traceback[stream] = True
-        elif self.in_traceback.get(stream) and text and not text[0].isspace():
-            self.last_exception = text.strip()
-            self.in_traceback[stream] = False
+            self.in_traceback[key] = True
+        elif self.in_traceback.get(key) and text and not text[0].isspace():
+            self.last_exception[worker] = text.strip()
+            self.in_traceback[key] = False
 
 
 def _reap(process: subprocess.Popen[str]) -> None:
@@ -95,18 +113,34 @@ def _group_gone(process: subprocess.Popen[str], timeout: float) -> bool:
     return False
 
 
+def _server_and_command(process: subprocess.Popen[str]) -> list[int]:
+    """`torchserve` and the Java server it started. Not the Python workers: Java stops
+    them itself once the requests they run are answered."""
+    try:
+        import psutil  # type: ignore[import-untyped]  # a dependency of TorchServe
+
+        return [process.pid, *(c.pid for c in psutil.Process(process.pid).children())]
+    except Exception:  # no psutil, or torchserve already gone: the group is all we know
+        return []
+
+
 def _stop(process: subprocess.Popen[str], graceful: bool = True) -> int:
-    """SIGTERM to TorchServe's whole group, then SIGKILL. `torchserve` itself exits at
-    once; the Java server and its workers are waited for, since they hold the port.
-    Not graceful after a failed load: with a worker restarting, Java's shutdown hangs."""
-    signals = (signal.SIGTERM, signal.SIGKILL) if graceful else (signal.SIGKILL,)
-    for sig in signals:
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
+    """SIGTERM to the Java server, then SIGKILL to TorchServe's whole group once
+    STOP_SECONDS pass. The whole group is waited for, since it holds the ports. Not
+    graceful after a failed load: with a worker restarting, Java's shutdown hangs."""
+    if graceful:
+        pids = _server_and_command(process)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        if not pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         if _group_gone(process, STOP_SECONDS):
-            break
+            return process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    _group_gone(process, STOP_SECONDS)
     return process.wait()
 
 
@@ -135,14 +169,21 @@ def main(argv: list[str] | None = None) -> int:
     if os.path.exists(PID_FILE):
         os.remove(PID_FILE)
     stopping = threading.Event()
+    started: list[subprocess.Popen[str]] = []
+
+    def stop_after_drain(process: subprocess.Popen[str]) -> None:
+        threading.Timer(_drain_delay_s(), _stop, (process,)).start()
 
     def on_sigterm(*_: object) -> None:
         # As modelplane's runtime: keep serving while the pod leaves the Service's
         # endpoints (kube-proxy is asynchronous), then stop. A second SIGTERM is ignored.
         if not stopping.is_set():
             stopping.set()
-            threading.Timer(_drain_delay_s(), _stop, (process,)).start()
+            if started:
+                stop_after_drain(started[0])
 
+    # Before the start: as PID 1, a SIGTERM without a handler would be ignored.
+    signal.signal(signal.SIGTERM, on_sigterm)
     process = subprocess.Popen(
         ["torchserve", *args],
         stdout=subprocess.PIPE,
@@ -151,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         errors="backslashreplace",
         start_new_session=True,
     )
-    signal.signal(signal.SIGTERM, on_sigterm)
+    started.append(process)
+    if stopping.is_set():  # it came while TorchServe was being started
+        stop_after_drain(process)
     assert process.stdout is not None
     failure = relay(process.stdout, sys.stdout, LoadWatch())
     if failure:

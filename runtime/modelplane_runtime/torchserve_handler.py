@@ -52,9 +52,9 @@ def _load_metadata(model_dir: str) -> dict[str, Any]:
 
 def _body(request: dict[str, Any]) -> dict[str, Any]:
     raw = request.get("body", request.get("data"))
-    if isinstance(raw, (bytes, bytearray)):
+    if isinstance(raw, (bytes, bytearray, str)):  # TorchServe decodes only some types
         try:
-            raw = json.loads(raw.decode("utf-8"))
+            raw = json.loads(raw.decode("utf-8") if not isinstance(raw, str) else raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BadRequest(f"malformed JSON: {exc}") from None
     if not isinstance(raw, dict):
@@ -64,6 +64,20 @@ def _body(request: dict[str, Any]) -> dict[str, Any]:
 
 def _shape_fits(spec: list[int], shape: list[int]) -> bool:
     return len(spec) == len(shape) and all(s in (-1, d) for s, d in zip(spec, shape, strict=True))
+
+
+def _values_fit(data: list[Any], datatype: str) -> bool:
+    """Each value is a scalar of the datatype's kind and range, as modelplane's runtime
+    checks: no float truncated to an integer, no 2 taken for a boolean, no nested list."""
+    if datatype == "BOOL":
+        return all(isinstance(v, bool) for v in data)
+    if datatype.startswith(("INT", "UINT")):
+        info = torch.iinfo(DTYPES[datatype])
+        return all(
+            isinstance(v, int) and not isinstance(v, bool) and info.min <= v <= info.max
+            for v in data
+        )
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data)
 
 
 def _tensor(raw: Any, spec: dict[str, Any]) -> torch.Tensor:
@@ -80,6 +94,8 @@ def _tensor(raw: Any, spec: dict[str, Any]) -> torch.Tensor:
         raise BadRequest(f"input {name!r}: shape {shape} does not fit the model's {spec['shape']}")
     if not isinstance(data, list) or len(data) != math.prod(shape):
         raise BadRequest(f"input {name!r}: data must be a flat list of {math.prod(shape)} values")
+    if not _values_fit(data, datatype):
+        raise BadRequest(f"input {name!r}: data holds values that are not {datatype}")
     try:
         return torch.tensor(data, dtype=DTYPES[datatype]).reshape(shape)
     except (TypeError, ValueError, RuntimeError) as exc:
@@ -109,7 +125,11 @@ def _check_batch(tensors: list[torch.Tensor], max_batch_size: int) -> None:
 
 def _output(name: str, tensor: torch.Tensor) -> dict[str, Any]:
     values = tensor.detach().cpu()
-    datatype = DATATYPES.get(values.dtype, "FP32")
+    datatype = DATATYPES.get(values.dtype)
+    if datatype is None:
+        raise ValueError(
+            f"output {name!r} has torch dtype {values.dtype}, which has no v2 datatype"
+        )
     if values.dtype == torch.bfloat16:
         values = values.float()  # JSON numbers; the datatype still says BF16
     return {
@@ -125,6 +145,7 @@ class ModelplaneHandler:
 
     def __init__(self) -> None:
         self.program: Any = None
+        self.device = torch.device("cpu")
         self.meta: dict[str, Any] = {}
         self.model_name = ""
         self.model_version = ""
@@ -133,7 +154,11 @@ class ModelplaneHandler:
         model_dir = context.system_properties["model_dir"]
         self.meta = _load_metadata(model_dir)
         artifact = os.path.join(model_dir, self.meta.get("artifact", "model.pt2"))
-        self.program = torch.export.load(artifact).module()
+        # TorchServe gives a worker its GPU (gpu_id) when the pod has GPUs.
+        gpu = context.system_properties.get("gpu_id")
+        use_gpu = gpu is not None and torch.cuda.is_available()
+        self.device = torch.device(f"cuda:{gpu}" if use_gpu else "cpu")
+        self.program = torch.export.load(artifact).module().to(self.device)
         manifest = getattr(context, "manifest", None) or {}
         model = manifest.get("model", {})
         # The name it was registered by (`--models NAME=file.mar`), which clients use.
@@ -153,16 +178,17 @@ class ModelplaneHandler:
             return {"error": str(exc)}
         try:
             with torch.inference_mode():
-                result = self.program(*tensors)
+                result = self.program(*(t.to(self.device) for t in tensors))
+            outputs = result if isinstance(result, (list, tuple)) else (result,)
+            names = [s["name"] for s in self.meta["outputs"]]
+            encoded = [_output(n, t) for n, t in zip(names, outputs, strict=False)]
         except Exception as exc:  # the program's own failure, not the client's input
             context.set_response_status(500, "Internal Server Error", idx=index)
             return {"error": f"model failed: {' '.join(str(exc).split())[:500]}"}
-        outputs = result if isinstance(result, (list, tuple)) else (result,)
-        names = [s["name"] for s in self.meta["outputs"]]
         answer: dict[str, Any] = {
             "model_name": self.model_name,
             "model_version": self.model_version,
-            "outputs": [_output(n, t) for n, t in zip(names, outputs, strict=False)],
+            "outputs": encoded,
         }
         if "id" in body:
             answer["id"] = body["id"]

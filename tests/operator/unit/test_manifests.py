@@ -217,6 +217,14 @@ def test_a_device_named_in_runtime_env_chooses_the_device_and_the_image() -> Non
     assert devices == ["cpu"]
     assert runtime["image"] == "example.com/runtime:1"
     assert runtime["resources"]["limits"] == {"example.com/gpu": "1"}
+    # Read as the runtime reads it: " CPU " is cpu.
+    shouted = md_body(
+        runtime={"gpu": {"count": 1}, "env": [{"name": "MODELPLANE_DEVICE", "value": " CPU "}]}
+    )
+    assert parse(shouted).device == "cpu"
+    assert containers(build_deployment(parse(shouted), config, 1, "h", 2))["runtime"]["image"] == (
+        "example.com/runtime:1"
+    )
 
 
 def test_mig_and_shared_extended_resources_become_their_own_limits() -> None:

@@ -7,7 +7,19 @@ import math
 
 import pytest
 
-from modelplane_operator.podmetrics import MODELPLANE, TORCHSERVE, TRITON, VLLM, parse_sample
+from modelplane_operator.analysis import Snapshot, figures
+from modelplane_operator.config import OperatorConfig
+from modelplane_operator.manifests import build_pod_template
+from modelplane_operator.podmetrics import (
+    MODELPLANE,
+    SERVER_ANNOTATION,
+    TORCHSERVE,
+    TRITON,
+    VLLM,
+    MetricsEndpoint,
+    parse_sample,
+)
+from modelplane_operator.spec import parse
 
 # TorchServe 0.12's metrics endpoint with metrics_mode=prometheus, as it answered here.
 TORCHSERVE_TEXT = """\
@@ -89,3 +101,61 @@ def test_vllm_reads_its_api_s_answers_its_latency_histogram_and_running_plus_wai
 def test_another_server_s_metrics_are_not_read_as_this_one_s(text: str, dialect: object) -> None:
     with pytest.raises(ValueError, match=r"none of the .* server's request metrics"):
         parse_sample(text, "p", 1.0, 2.0, dialect)  # type: ignore[arg-type]
+
+
+def _torchserve(total: int, client: int, server: int, at: float) -> str:
+    return (
+        "# TYPE ts_inference_requests_total counter\n"
+        f'ts_inference_requests_total{{model_name="tiny",model_version="default",}} {total}\n'
+        f'# TYPE Requests2XX counter\nRequests2XX{{Level="Host",}} {10 * at}\n'
+        f'# TYPE Requests4XX counter\nRequests4XX{{Level="Host",}} {client}\n'
+        f'# TYPE Requests5XX counter\nRequests5XX{{Level="Host",}} {server}\n'
+    )
+
+
+def test_torchserve_s_interval_differences_its_counters_before_deriving_successes() -> None:
+    """Requests4XX counts answers that were no inference (a 404 on another path): the
+    derived successes may fall between scrapes, which must not read as a reset."""
+    start = parse_sample(_torchserve(45, 3, 2, 10), "p", 1.0, 10.0, TORCHSERVE)
+    end = parse_sample(_torchserve(50, 13, 2, 20), "p", 1.0, 20.0, TORCHSERVE)
+    assert end.successes < start.successes
+    got = figures(Snapshot(10.0, {"p": start}), Snapshot(20.0, {"p": end}))
+    # 5 inference requests and 10 client errors: no success is invented, none doubled.
+    assert (got.successes, got.client_errors, got.server_errors) == (0, 10, 0)
+    restarted = parse_sample(_torchserve(4, 1, 0, 30), "p", 25.0, 30.0, TORCHSERVE)
+    got = figures(Snapshot(20.0, {"p": end}), Snapshot(30.0, {"p": restarted}))
+    assert (got.successes, got.client_errors) == (3, 1)  # a new process: all it counted
+
+
+def test_each_pod_is_read_as_the_server_its_revision_runs() -> None:
+    """A rollout from TorchServe to modelplane's runtime: the stable pods are still
+    TorchServe's, on its metrics port, whatever the spec says now."""
+    now = MetricsEndpoint(8080, "/metrics", MODELPLANE)
+    old = now.of_pod(
+        {
+            "prometheus.io/port": "8082",
+            "prometheus.io/path": "/metrics",
+            SERVER_ANNOTATION: "torchserve",
+        }
+    )
+    assert (old.port, old.dialect) == (8082, TORCHSERVE)
+    assert now.of_pod({"prometheus.io/port": "9000"}) == MetricsEndpoint(
+        9000, "/metrics", MODELPLANE
+    )
+    assert now.of_pod({"prometheus.io/port": "x"}).port == 8080  # unreadable: the spec's
+
+
+def test_other_servers_pods_say_which_server_they_run() -> None:
+    def annotations(kind: str) -> dict[str, str]:
+        body = {
+            "metadata": {"name": "m", "namespace": "ns", "uid": "u"},
+            "spec": {
+                "model": {"name": "m", "version": "1", "uri": "s3://m/1"},
+                "runtime": {"server": {"kind": kind}, "image": "r.io/s:1"},
+            },
+        }
+        template = build_pod_template(parse(body), OperatorConfig())
+        return dict(template["metadata"]["annotations"])
+
+    assert annotations("vllm")[SERVER_ANNOTATION] == "vllm"
+    assert SERVER_ANNOTATION not in annotations("modelplane")  # its templates as before

@@ -50,3 +50,33 @@ def test_a_served_model_s_log_is_no_failure() -> None:
         + '\n2026-12-04T01:31:05,001 [INFO ] W-9000-tiny_v1 ACCESS_LOG - /127.0.0.1 "POST /predictions/tiny HTTP/1.1" 200 3'
     )
     assert _first_failure(healthy) == (0, None)
+
+
+# An archive TorchServe cannot register: it logs this, goes on without the model, and
+# answers /ping Healthy.
+UNREGISTERED = """\
+2026-12-04T02:08:58,288 [WARN ] main org.pytorch.serve.ModelServer - Failed to load model: missing.mar
+org.pytorch.serve.archive.model.ModelNotFoundException: Model not found at: missing.mar
+	at org.pytorch.serve.archive.model.ModelArchive.downloadModel(ModelArchive.java:97)
+"""
+
+
+def test_an_archive_that_cannot_be_registered_is_a_failure_with_java_s_reason() -> None:
+    line, failure = _first_failure(UNREGISTERED)
+    assert line == 2
+    assert failure == (
+        "archive 'missing.mar' could not be registered in TorchServe: "
+        "ModelNotFoundException: Model not found at: missing.mar"
+    )
+
+
+def test_the_reason_is_the_failing_worker_s_own_exception() -> None:
+    other = "2026-12-04T01:20:00,000 [INFO ] W-9001-tiny_v1-stdout MODEL_LOG - "
+    earlier = (
+        f"{other}Traceback (most recent call last):\n{other}  File x\n{other}MemoryError: old\n"
+    )
+    line = "[WARN ] W-9000-tiny_v1 org.pytorch.serve.wlm.BatchAggregator - Load model failed: tiny, error: Worker died."
+    assert (
+        _first_failure(earlier + line)[1]
+        == "model 'tiny' failed to load in TorchServe: Worker died."
+    )
