@@ -175,3 +175,14 @@ def test_a_mar_that_fails_to_load_ends_the_server_with_the_model_s_reason(
     assert "zip" in message.lower()  # the exception the handler's torch.export.load raised
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{server.url}/ping", timeout=2)
+
+
+def test_an_archive_that_is_not_there_ends_the_server_too(
+    serve: Callable[[str], TorchServe],
+) -> None:
+    server = serve("absent.mar")
+    # TorchServe alone would skip it and answer /ping Healthy with no model at all.
+    assert server.exit_code(timeout=START_S) == 1, server.log()
+    message = server.termination.read_text()
+    assert message.startswith("archive 'absent.mar' could not be registered in TorchServe: ")
+    assert "ModelNotFoundException" in message
