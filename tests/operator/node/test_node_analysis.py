@@ -325,8 +325,10 @@ def test_scaling_stops_at_the_free_gpus_and_says_so(
     real_node: Cluster, images: Images, test_models: ModelStore, node_ns: str, operator: Any,
     two_stand_in_gpus: None,
 ) -> None:  # fmt: skip
-    """6 clients of the slow model ask for 4 replicas; node-0 has GPUs for 2. The operator
-    scales to 2, never leaves a pod Pending, and status and an event say why."""
+    """12 clients of the slow model ask for 4 replicas (of at most 4, one in flight each);
+    node-0 has GPUs for 2. The operator scales to 2, never leaves a pod Pending, and status
+    and an event say why. Twice the clients the target needs: on a busy 2-core machine,
+    closed-loop clients keep fewer requests in flight than there are clients."""
     autoscaling = {"minReplicas": 1, "maxReplicas": 4, "targetInFlight": 1,
                    "scaleUpStabilization": "0s", "scaleDownStabilization": "60s"}  # fmt: skip
     runtime = {"gpu": {"count": 1, "resource": STAND_IN_GPU},
@@ -353,7 +355,7 @@ def test_scaling_stops_at_the_free_gpus_and_says_so(
         at_limit = a.get("reason") == "ScaleLimitedByGPU" and a.get("replicas") == 2
         return md if at_limit and md["status"].get("readyReplicas") == 2 else None
 
-    with ClosedLoop(url, clients=6, max_seconds=300, fresh=True) as load:
+    with ClosedLoop(url, clients=12, max_seconds=300, fresh=True) as load:
         md = wait_for(limited, "2 replicas, limited by the free GPUs", timeout=180, interval=1)
         held_until = time.monotonic() + 3 * AUTOSCALE_PERIOD_S
         while time.monotonic() < held_until:  # the load still asks for 4: nothing moves
