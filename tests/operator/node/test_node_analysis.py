@@ -248,7 +248,8 @@ def test_a_healthy_canary_waits_for_traffic_holds_on_a_scrape_failure_then_is_pr
             and condition(m, "Ready").get("reason") == "AllReplicasReady" and m,
             "v2 promoted by analysis", timeout=240, interval=1,
         )  # fmt: skip
-    assert load.figures()["failures"] == 0
+    figures = load.figures()
+    assert figures["failures"] == 0, (figures, figures["errors"])
     assert "modelplane.io/promote" not in md["metadata"].get("annotations", {})
     passed = _event_messages(real_node, node_ns, "CanaryStepComplete")
     assert sum("analysis passed" in m for m in passed) == 2, passed
