@@ -41,10 +41,10 @@ class ClosedLoop:
     # A new connection per request: kube-proxy picks an endpoint per connection, so
     # traffic spreads by ready pods (as a canary's share needs), not by who came first.
     fresh: bool = False
-    # Fresh connections in all per second, at most: each closed one waits 60 s in
-    # TIME_WAIT on this side, and only ~28,000 local ports reach one Service address
-    # (faster, a long run ends in "Cannot assign requested address").
-    fresh_per_second: float = 200.0
+    # Fresh connections in all per second, at most (0: no limit). Each closed one waits
+    # 60 s in TIME_WAIT on this side, and only ~28,000 local ports reach one Service
+    # address: a long run of a fast model ends in "Cannot assign requested address".
+    fresh_per_second: float = 0.0
     timeout: float = 10.0  # seconds a request may take before it counts as failed
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -66,7 +66,8 @@ class ClosedLoop:
     def _run(self) -> None:
         sent = 0
         limits = httpx.Limits(max_keepalive_connections=0) if self.fresh else httpx.Limits()
-        period = self.clients / self.fresh_per_second if self.fresh else 0.0
+        paced = self.fresh and self.fresh_per_second > 0
+        period = self.clients / self.fresh_per_second if paced else 0.0
         with httpx.Client(timeout=self.timeout, limits=limits) as client:
             t0 = time.monotonic() - period
             while not self._stop.is_set() and len(self.outcomes) < self.max_requests:

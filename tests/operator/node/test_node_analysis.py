@@ -231,7 +231,9 @@ def test_a_healthy_canary_waits_for_traffic_holds_on_a_scrape_failure_then_is_pr
     ip = canary_pod["status"]["podIP"]
     _scrape_block(ip, 8080, on=True)
     scrape_fault.append(ip)
-    with ClosedLoop(url, clients=2, max_seconds=240, fresh=True) as load:
+    # Paced: this test runs the fast model longest on fresh connections (unpaced, it
+    # once ran out of local ports).
+    with ClosedLoop(url, clients=2, max_seconds=240, fresh=True, fresh_per_second=200) as load:
         blocked = wait_for(
             lambda: "GET /metrics failed" in (a := _analysis(real_node, node_ns)).get(
                 "message", "") and a,
