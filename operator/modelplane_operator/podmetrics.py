@@ -63,12 +63,15 @@ def _torchserve_outcome(name: str, labels: Mapping[str, str]) -> str | None:
     return _TORCHSERVE_COUNTERS.get(name)
 
 
+# Triton does not tell a client's bad request from a model failure: both are failures.
+_TRITON_COUNTERS = {
+    "nv_inference_request_success": SUCCESS,
+    "nv_inference_request_failure": SERVER_ERROR,
+}
+
+
 def _triton_outcome(name: str, labels: Mapping[str, str]) -> str | None:
-    # Triton does not tell a client's bad request from a model failure: both are failures.
-    return {
-        "nv_inference_request_success": SUCCESS,
-        "nv_inference_request_failure": SERVER_ERROR,
-    }.get(name)
+    return _TRITON_COUNTERS.get(name)
 
 
 def _vllm_outcome(name: str, labels: Mapping[str, str]) -> str | None:
