@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import statistics
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,10 +43,6 @@ class ClosedLoop:
     # A new connection per request: kube-proxy picks an endpoint per connection, so
     # traffic spreads by ready pods (as a canary's share needs), not by who came first.
     fresh: bool = False
-    # Fresh connections in all per second, at most (0: no limit). Each closed one waits
-    # 60 s in TIME_WAIT on this side, and only ~28,000 local ports reach one Service
-    # address: a long run of a fast model ends in "Cannot assign requested address".
-    fresh_per_second: float = 0.0
     timeout: float = 10.0  # seconds a request may take before it counts as failed
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -63,19 +61,24 @@ class ClosedLoop:
         for thread in self._threads:
             thread.join(timeout=30)
 
+    def _transport(self) -> httpx.HTTPTransport:
+        if not self.fresh:
+            return httpx.HTTPTransport()
+        # A fresh connection closed the usual way waits 60 s in TIME_WAIT here, and only
+        # ~28,000 local ports reach one Service address: a fast model's load ran out of
+        # them in under a minute ("Cannot assign requested address"). Closing with a
+        # reset (linger 0), once the whole response has been read, leaves none behind.
+        reset_on_close = (socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        return httpx.HTTPTransport(
+            limits=httpx.Limits(max_keepalive_connections=0), socket_options=[reset_on_close]
+        )
+
     def _run(self) -> None:
         sent = 0
-        limits = httpx.Limits(max_keepalive_connections=0) if self.fresh else httpx.Limits()
-        paced = self.fresh and self.fresh_per_second > 0
-        period = self.clients / self.fresh_per_second if paced else 0.0
-        with httpx.Client(timeout=self.timeout, limits=limits) as client:
-            t0 = time.monotonic() - period
+        with httpx.Client(timeout=self.timeout, transport=self._transport()) as client:
             while not self._stop.is_set() and len(self.outcomes) < self.max_requests:
                 if time.monotonic() - self.started > self.max_seconds:
                     return
-                wait = t0 + period - time.monotonic()
-                if wait > 0:
-                    self._stop.wait(wait)
                 t0 = time.monotonic()
                 which = sent % len(self.bodies)
                 sent += 1
