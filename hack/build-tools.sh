@@ -2,8 +2,9 @@
 # Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl), kwok, helm and the real node's kubelet, kube-proxy, CoreDNS,
 # metrics-server and containerd from the Go module proxy into a cache
-# outside the repository. Each tool lands in $MODELPLANE_CACHE/bin/<tool>-<version>
-# and is rebuilt only when its pinned version changes. Prints the bin folder.
+# outside the repository. Each tool lands in $MODELPLANE_CACHE/bin/<tool>-<key>, the key
+# of the pinned versions (hack/versions.env), and is rebuilt only when one of them
+# changes. Prints the bin folder.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,78 +25,6 @@ have() { # have TOOL VERSION -> true when the cached binary exists
 
 link() { # link TOOL VERSION: stable name -> versioned binary
   ln -sf "$1-$2" "$bin/$1"
-}
-
-build_etcd() {
-  have etcd "$ETCD_VERSION" && { link etcd "$ETCD_VERSION"; return; }
-  log "building etcd $ETCD_VERSION"
-  local dir="$work/etcd-$ETCD_VERSION"
-  mkdir -p "$dir"
-  # The etcd server module carries replace directives, so it cannot be
-  # `go install`ed directly; a wrapper module that calls etcdmain can be built.
-  cat >"$dir/go.mod" <<MOD
-module modelplane.local/etcd
-
-go 1.26.0
-
-require go.etcd.io/etcd/server/v3 $ETCD_VERSION
-MOD
-  cat >"$dir/main.go" <<'SRC'
-package main
-
-import (
-	"os"
-
-	"go.etcd.io/etcd/server/v3/etcdmain"
-)
-
-func main() { etcdmain.Main(os.Args) }
-SRC
-  (cd "$dir" && go mod tidy >&2 && go build -trimpath -ldflags "-s -w" -o "$bin/etcd-$ETCD_VERSION" .)
-  link etcd "$ETCD_VERSION"
-}
-
-build_kubernetes() { # build_kubernetes TOOL...: commands of k8s.io/kubernetes/cmd
-  local tools=("$@")
-  local missing=0 t
-  for t in "${tools[@]}"; do have "$t" "$KUBERNETES_VERSION" || missing=1; done
-  if [ "$missing" = 1 ]; then
-    log "building ${tools[*]} $KUBERNETES_VERSION (cold: 15-25 minutes on 2 cores)"
-    local dir="$work/kubernetes-$KUBERNETES_VERSION"
-    local staging="v0.${KUBERNETES_VERSION#v1.}"
-    mkdir -p "$dir"
-    # k8s.io/kubernetes requires its staging modules at v0.0.0 and relies on
-    # replace lines in its own go.mod; a wrapper must pin each one itself.
-    local replaces
-    replaces=$(curl -fsSL "${GOPROXY_URL:-https://proxy.golang.org}/k8s.io/kubernetes/@v/$KUBERNETES_VERSION.mod" \
-      | awk -v v="$staging" '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {printf "\t%s => %s %s\n", $1, $1, v}')
-    cat >"$dir/go.mod" <<MOD
-module modelplane.local/kubernetes
-
-go 1.26.0
-
-require k8s.io/kubernetes $KUBERNETES_VERSION
-
-replace (
-$replaces
-)
-MOD
-    local ldflags="-s -w"
-    local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
-    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-      ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-      ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-    done
-    (
-      cd "$dir"
-      local out="$dir/out" pkgs=()
-      mkdir -p "$out"
-      for t in "${tools[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$t"); done
-      go build -trimpath -ldflags "$ldflags" -o "$out/" "${pkgs[@]}"
-      for t in "${tools[@]}"; do mv "$out/$t" "$bin/$t-$KUBERNETES_VERSION"; done
-    )
-  fi
-  for t in "${tools[@]}"; do link "$t" "$KUBERNETES_VERSION"; done
 }
 
 build_module_tool() { # build_module_tool NAME MODULE VERSION PACKAGE [LDFLAGS]
@@ -130,54 +59,84 @@ if [ "${1:-}" = registry ]; then
   exit 0
 fi
 
-build_containerd() {
-  # containerd, its runc shim and ctr, from one wrapper module. CGO off: the btrfs
-  # snapshotter (the one plugin that needs cgo) is left out, as are devmapper and zfs;
-  # node-0 uses overlayfs.
-  local tools=(containerd containerd-shim-runc-v2 ctr) missing=0 t
-  for t in "${tools[@]}"; do have "$t" "$CONTAINERD_VERSION" || missing=1; done
-  if [ "$missing" = 1 ]; then
-    log "building containerd $CONTAINERD_VERSION"
-    local dir="$work/containerd-$CONTAINERD_VERSION" pkgs=()
-    mkdir -p "$dir/out"
-    printf 'module modelplane.local/containerd\n\ngo 1.26.0\n\nrequire github.com/containerd/containerd/v2 %s\n' \
-      "$CONTAINERD_VERSION" >"$dir/go.mod"
-    for t in "${tools[@]}"; do pkgs+=("github.com/containerd/containerd/v2/cmd/$t"); done
-    (cd "$dir" && go build -trimpath -tags "no_btrfs no_devmapper no_zfs" \
-      -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" \
-      -o out/ "${pkgs[@]}")
-    for t in "${tools[@]}"; do mv "$dir/out/$t" "$bin/$t-$CONTAINERD_VERSION"; done
-  fi
-  for t in "${tools[@]}"; do link "$t" "$CONTAINERD_VERSION"; done
+# Every other tool comes from one wrapper module that requires them all, built by one
+# `go build`. The tools share most of their dependencies (client-go, apimachinery, the
+# Kubernetes API types, grpc, protobuf, otel) but each pins its own versions: built one by
+# one, a cold cache compiled those libraries up to six times. In one module Go's minimum
+# version selection picks one version of each (Kubernetes' staging modules are pinned to
+# its release below), so each library compiles once. The binaries are keyed by every
+# version and wrapper source together: one change rebuilds the set (quick with a warm
+# Go build cache).
+KUBERNETES_TOOLS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+CONTAINERD_TOOLS=(containerd containerd-shim-runc-v2 ctr)
+GO_TOOLS=(etcd "${KUBERNETES_TOOLS[@]}" coredns metrics-server kwok helm "${CONTAINERD_TOOLS[@]}" kstatus)
+# The commands of required modules, as go.mod `tool` lines: `go mod tidy` keeps what
+# they need (a command cannot be imported, so without them tidy drops those modules).
+GO_TOOL_PACKAGES=(
+  "${KUBERNETES_TOOLS[@]/#/k8s.io/kubernetes/cmd/}"
+  "${CONTAINERD_TOOLS[@]/#/github.com/containerd/containerd/v2/cmd/}"
+  sigs.k8s.io/metrics-server/cmd/metrics-server sigs.k8s.io/kwok/cmd/kwok helm.sh/helm/v3/cmd/helm
+)
+
+go_tools_key() { # the versions, the wrapper sources and the Go release the set is built from
+  {
+    grep -v '^#' "$here/versions.env"
+    cat "$here/kstatus/main.go"
+    declare -f write_go_tools_module go_tools_ldflags build_go_tools
+    go env GOVERSION
+  } | sha256sum | cut -c1-12
 }
 
-build_kstatus() {
-  # Our own small helper (hack/kstatus/main.go) over the kstatus library; keyed by
-  # the library version and the source's hash.
-  local src="$here/kstatus/main.go"
-  local key
-  key="$KSTATUS_CLI_UTILS_VERSION-$(sha256sum "$src" | cut -c1-8)"
-  have kstatus "$key" && { link kstatus "$key"; return; }
-  log "building kstatus (cli-utils $KSTATUS_CLI_UTILS_VERSION)"
-  local dir="$work/kstatus-$key"
-  mkdir -p "$dir"
-  cp "$src" "$dir/main.go"
-  printf 'module modelplane.local/kstatus\n\ngo 1.26.0\n\nrequire sigs.k8s.io/cli-utils %s\n' \
-    "$KSTATUS_CLI_UTILS_VERSION" >"$dir/go.mod"
-  (cd "$dir" && go mod tidy >&2 && go build -trimpath -ldflags "-s -w" -o "$bin/kstatus-$key" .)
-  link kstatus "$key"
+kubernetes_replaces() { # k8s.io/kubernetes requires its staging modules at v0.0.0 and
+  # relies on replace lines in its own go.mod; a wrapper must pin each one itself.
+  local staging="v0.${KUBERNETES_VERSION#v1.}"
+  curl -fsSL "${GOPROXY_URL:-https://proxy.golang.org}/k8s.io/kubernetes/@v/$KUBERNETES_VERSION.mod" \
+    | awk -v v="$staging" '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {printf "\t%s => %s %s\n", $1, $1, v}'
 }
 
-build_coredns() {
+write_go_tools_module() { # write_go_tools_module DIR
+  local dir=$1
+  mkdir -p "$dir/etcd" "$dir/coredns" "$dir/kstatus"
+  cat >"$dir/go.mod" <<MOD
+module modelplane.local/tools
+
+go 1.26.0
+
+require (
+	k8s.io/kubernetes $KUBERNETES_VERSION
+	go.etcd.io/etcd/server/v3 $ETCD_VERSION
+	github.com/coredns/coredns $COREDNS_VERSION
+	sigs.k8s.io/metrics-server $METRICS_SERVER_VERSION
+	sigs.k8s.io/kwok $KWOK_VERSION
+	helm.sh/helm/v3 $HELM_VERSION
+	github.com/containerd/containerd/v2 $CONTAINERD_VERSION
+	sigs.k8s.io/cli-utils $KSTATUS_CLI_UTILS_VERSION
+)
+
+replace (
+$(kubernetes_replaces)
+)
+
+tool (
+$(printf '\t%s\n' "${GO_TOOL_PACKAGES[@]}")
+)
+MOD
+  # The etcd server module carries replace directives, so it cannot be required for its
+  # command; a main package that calls etcdmain can be built.
+  cat >"$dir/etcd/main.go" <<'SRC'
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+SRC
   # A CoreDNS with only the plugins the local cluster uses (CoreDNS's documented way to
-  # pick plugins at build time): far fewer modules than the full server.
-  have coredns "$COREDNS_VERSION" && { link coredns "$COREDNS_VERSION"; return; }
-  log "building coredns $COREDNS_VERSION"
-  local dir="$work/coredns-$COREDNS_VERSION"
-  mkdir -p "$dir"
-  printf 'module modelplane.local/coredns\n\ngo 1.26.0\n\nrequire github.com/coredns/coredns %s\n' \
-    "$COREDNS_VERSION" >"$dir/go.mod"
-  cat >"$dir/main.go" <<'SRC'
+  # pick plugins at build time): far fewer packages than the full server.
+  cat >"$dir/coredns/main.go" <<'SRC'
 package main
 
 import (
@@ -199,24 +158,58 @@ func init() {
 
 func main() { coremain.Run() }
 SRC
-  (cd "$dir" && go mod tidy >&2 && go build -trimpath -ldflags "-s -w" -o "$bin/coredns-$COREDNS_VERSION" .)
-  link coredns "$COREDNS_VERSION"
+  # Our own small helper over the kstatus library.
+  cp "$here/kstatus/main.go" "$dir/kstatus/main.go"
 }
 
-build_etcd
-build_kubernetes kube-apiserver kube-controller-manager kube-scheduler kubectl
-# The real node (node-0): same wrapper module, so a warm Go cache makes this ~1 minute.
-build_kubernetes kubelet kube-proxy
-build_coredns
-# metrics-server reads the real kubelet's resource metrics (HorizontalPodAutoscaler tests).
-build_module_tool metrics-server sigs.k8s.io/metrics-server "$METRICS_SERVER_VERSION" \
-  sigs.k8s.io/metrics-server/cmd/metrics-server
-build_module_tool kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok \
-  "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
-build_module_tool helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
-  "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+go_tools_ldflags() { # the version each tool reports; -X on a package a binary lacks is a no-op
+  local minor=${KUBERNETES_VERSION#v1.} pkg flags="-s -w"
+  minor=${minor%%.*}
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  flags+=" -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
+  flags+=" -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  flags+=" -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+  echo "$flags"
+}
+
+build_go_tools() {
+  local key t missing=0
+  key=$(go_tools_key)
+  for t in "${GO_TOOLS[@]}"; do have "$t" "$key" || missing=1; done
+  if [ "$missing" = 1 ]; then
+    log "building ${GO_TOOLS[*]} (set $key; cold: about 20 minutes on 2 cores)"
+    local dir="$work/tools-$key"
+    write_go_tools_module "$dir"
+    # CGO is off, so containerd's btrfs snapshotter (the one plugin that needs cgo) is left
+    # out by tag, as are devmapper and zfs: node-0 uses overlayfs. -dwarf=false: the
+    # linker strips debug information anyway (-w), so the compiler need not write it.
+    (
+      cd "$dir"
+      go mod tidy >&2
+      mkdir -p out
+      go build -trimpath -tags "no_btrfs no_devmapper no_zfs" -gcflags=all=-dwarf=false \
+        -ldflags "$(go_tools_ldflags)" -o out/ ./etcd ./coredns ./kstatus "${GO_TOOL_PACKAGES[@]}"
+      for t in "${GO_TOOLS[@]}"; do mv "out/$t" "$bin/$t-$key"; done
+    )
+    drop_older_go_tools "$key"
+  fi
+  for t in "${GO_TOOLS[@]}"; do link "$t" "$key"; done
+}
+
+drop_older_go_tools() { # drop_older_go_tools KEY: the previous set's binaries and build folder
+  local previous t
+  previous=$(cat "$bin/.go-tools" 2>/dev/null || true)
+  if [ -n "$previous" ] && [ "$previous" != "$1" ]; then
+    for t in "${GO_TOOLS[@]}"; do rm -f "$bin/$t-$previous"; done
+    rm -rf "$work/tools-$previous"
+  fi
+  echo "$1" >"$bin/.go-tools"
+}
+
+build_go_tools
 # The local cluster's OCI registries (hack/localcluster/registries.py, images.py).
 build_registry
-build_containerd
-build_kstatus
 echo "$bin"
