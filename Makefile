@@ -21,7 +21,7 @@ venv: ## Python environment with every extra (in the cache folder)
 	  echo "$(VENV_STAMP)" > $(VENV)/.installed; \
 	fi
 
-tools: ## build etcd, kube-*, kubelet, kube-proxy, CoreDNS, kwok and helm into the cache (cold: ~20 min)
+tools: ## build etcd, kube-*, kubelet, kube-proxy, CoreDNS, containerd, kwok and helm into the cache (cold: ~25 min)
 	bash hack/build-tools.sh
 
 images: venv ## build the runtime, storage-initializer and operator images (buildah, no Docker)
