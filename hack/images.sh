@@ -30,6 +30,10 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 bash hack/node-prereqs.sh
+# The image store's registry is needed only at the first push: cold, its Go build runs
+# beside the base image, the wheelhouse and the first image build instead of before them
+# (the writer below waits for it: build-tools.sh holds a lock while it builds).
+bash hack/build-tools.sh registry >/dev/null &
 
 # buildah's own storage in the cache (layers are reused across builds: --layers).
 bud() { buildah --storage-driver overlay --root "$cache/buildah/root" --runroot /run/modelplane-buildah "$@"; }
@@ -219,8 +223,9 @@ pause_image() { # the pod sandbox process (hack/pause), a static Go binary in an
   echo "$store_host/modelplane/pause:$tag"
 }
 
-pause=$(pause_image)
+# The runtime first: its build is the longest, and its push is the first use of the store.
 runtime=$(build runtime runtime/Dockerfile runtime)
+pause=$(pause_image)
 storage=$(build storage-initializer runtime/Dockerfile storage)
 torchserve=$(build torchserve runtime/Dockerfile torchserve)
 operator=$(build operator operator/Dockerfile "")
