@@ -27,8 +27,8 @@ link() { # link TOOL VERSION: stable name -> versioned binary
   ln -sf "$1-$2" "$bin/$1"
 }
 
-build_module_tool() { # build_module_tool NAME MODULE VERSION PACKAGE [LDFLAGS]
-  local name=$1 module=$2 version=$3 pkg=$4 extra=${5:-}
+build_module_tool() { # build_module_tool NAME MODULE VERSION PACKAGE
+  local name=$1 module=$2 version=$3 pkg=$4
   have "$name" "$version" && { link "$name" "$version"; return; }
   # Two builds may want one tool at once (CI's images.sh needs the registry while this
   # script runs beside it): one builds, the other waits and finds it.
@@ -40,7 +40,7 @@ build_module_tool() { # build_module_tool NAME MODULE VERSION PACKAGE [LDFLAGS]
     local dir="$work/$name-$version"
     mkdir -p "$dir"
     printf 'module modelplane.local/%s\n\ngo 1.26.0\n\nrequire %s %s\n' "$name" "$module" "$version" >"$dir/go.mod"
-    (cd "$dir" && go build -trimpath -ldflags "-s -w $extra" -o "$bin/$name-$version.part" "$pkg")
+    (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$bin/$name-$version.part" "$pkg")
     mv "$bin/$name-$version.part" "$bin/$name-$version"
   fi
   exec {lock}>&-
@@ -80,7 +80,9 @@ GO_TOOL_PACKAGES=(
 
 go_tools_key() { # the versions, the wrapper sources and the Go release the set is built from
   {
-    grep -v '^#' "$here/versions.env"
+    # Only the pins the module requires: a registry or kind bump leaves the set alone.
+    printf '%s\n' "$KUBERNETES_VERSION" "$ETCD_VERSION" "$COREDNS_VERSION" "$METRICS_SERVER_VERSION" \
+      "$KWOK_VERSION" "$HELM_VERSION" "$CONTAINERD_VERSION" "$KSTATUS_CLI_UTILS_VERSION"
     cat "$here/kstatus/main.go"
     declare -f write_go_tools_module go_tools_ldflags build_go_tools
     go env GOVERSION
@@ -180,7 +182,7 @@ build_go_tools() {
   key=$(go_tools_key)
   for t in "${GO_TOOLS[@]}"; do have "$t" "$key" || missing=1; done
   if [ "$missing" = 1 ]; then
-    log "building ${GO_TOOLS[*]} (set $key; cold: about 20 minutes on 2 cores)"
+    log "building ${GO_TOOLS[*]} (set $key; cold: about 25 minutes on 2 cores)"
     local dir="$work/tools-$key"
     write_go_tools_module "$dir"
     # CGO is off, so containerd's btrfs snapshotter (the one plugin that needs cgo) is left
