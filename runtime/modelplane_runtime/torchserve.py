@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import re
 import signal
 import subprocess
@@ -39,11 +40,27 @@ REGISTER_FAILED = re.compile(r"Failed to load model: (?P<archive>\S+)")
 # A line of the Python worker's output, as the frontend logs it ("W-9000-tiny_1.0-stdout").
 MODEL_LOG = re.compile(r"\] (?P<worker>W-\S+?)-(?P<stream>stdout|stderr) MODEL_LOG - (?P<text>.*)$")
 TRACEBACK = "Traceback (most recent call last):"
+# The frontend's "Load model failed" and the worker's traceback are logged by different
+# Java threads: the traceback can come after it. It is waited for this long.
+LATE_REASON_S = 3.0
 STOP_SECONDS = 20
 DRAIN_DELAY_S = 5.0  # MODELPLANE_DRAIN_DELAY_S, as for modelplane's runtime
 # Where `torchserve` records a running server and refuses to start another: a restarted
 # container finds the last one's in its /tmp volume, though that server is gone.
 PID_FILE = os.path.join(tempfile.gettempdir(), ".model_server.pid")
+
+
+@dataclass(frozen=True)
+class PendingFailure:
+    """A load the frontend reported failed, waiting briefly for the worker's exception."""
+
+    model: str
+    worker: str
+    frontend_error: str  # TorchServe's own words ("Worker died."): the reason without one
+    deadline: float
+
+    def message(self, reason: str | None = None) -> str:
+        return f"model {self.model!r} failed to load in TorchServe: {reason or self.frontend_error}"
 
 
 @dataclass
@@ -55,9 +72,11 @@ class LoadWatch:
     # Per worker: the last exception its Python process printed.
     last_exception: dict[str, str] = field(default_factory=dict)
     unregistered: str = ""  # an archive TorchServe could not register; its reason follows
+    pending: PendingFailure | None = None
 
-    def feed(self, line: str) -> str | None:
-        """The termination message once a load failed, else None."""
+    def feed(self, line: str, now: float | None = None) -> str | None:
+        """The termination message once a load failed and its reason is known, else None."""
+        now = time.monotonic() if now is None else now
         if self.unregistered:
             # The Java exception under "Failed to load model": "pkg.SomeException: text".
             kind, sep, text = line.strip().partition(": ")
@@ -66,17 +85,37 @@ class LoadWatch:
         logged = MODEL_LOG.search(line)
         if logged:
             self._worker_line(logged.group("worker"), logged.group("stream"), logged.group("text"))
-            return None
+            return self._reason_arrived() or self.overdue(now)
         unregistered = REGISTER_FAILED.search(line)
         if unregistered:
             # TorchServe goes on without the model, /ping Healthy: nothing would serve.
             self.unregistered = unregistered.group("archive")
             return None
         failed = LOAD_FAILED.search(line)
-        if not failed:
-            return None
-        reason = self.last_exception.get(failed.group("worker")) or failed.group("error").strip()
-        return f"model {failed.group('model')!r} failed to load in TorchServe: {reason}"
+        if failed and self.pending is None:
+            self.pending = PendingFailure(
+                failed.group("model"),
+                failed.group("worker"),
+                failed.group("error").strip(),
+                now + LATE_REASON_S,
+            )
+            return self._reason_arrived()
+        return self.overdue(now)
+
+    def overdue(self, now: float) -> str | None:
+        """The frontend's own reason, once the worker's exception is late."""
+        if self.pending and now >= self.pending.deadline:
+            return self.pending.message()
+        return None
+
+    def settle(self) -> str | None:
+        """At the end of the log: a reported failure, with whatever reason is known."""
+        return self._reason_arrived() or (self.pending.message() if self.pending else None)
+
+    def _reason_arrived(self) -> str | None:
+        if self.pending and self.pending.worker in self.last_exception:
+            return self.pending.message(self.last_exception[self.pending.worker])
+        return None
 
     def _worker_line(self, worker: str, stream: str, text: str) -> None:
         # A Python traceback ends at its first unindented line: "ExceptionType: message".
@@ -144,15 +183,36 @@ def _stop(process: subprocess.Popen[str], graceful: bool = True) -> int:
     return process.wait()
 
 
+def _lines(stream: IO[str]) -> queue.Queue[str | None]:
+    """The stream's lines, read by a thread so that the reader can wait with a timeout;
+    None at the end."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, name="torchserve-log", daemon=True).start()
+    return lines
+
+
 def relay(stream: IO[str], sink: IO[str], watch: LoadWatch) -> str | None:
     """Copy TorchServe's output to ``sink`` until it ends or a load fails (the reason)."""
-    for line in stream:
+    lines = _lines(stream)
+    while True:
+        wait = watch.pending.deadline - time.monotonic() if watch.pending else None
+        try:
+            line = lines.get(timeout=max(wait, 0.0) if wait is not None else None)
+        except queue.Empty:
+            return watch.overdue(time.monotonic())
+        if line is None:
+            return watch.settle()
         sink.write(line)
         sink.flush()
         failure = watch.feed(line.rstrip("\n"))
         if failure:
             return failure
-    return None
 
 
 def _drain_delay_s() -> float:

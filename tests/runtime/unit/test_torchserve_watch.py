@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from modelplane_runtime.torchserve import LoadWatch
+import io
+
+from modelplane_runtime.torchserve import LATE_REASON_S, LoadWatch, relay
 
 # TorchServe 0.12's own lines (trimmed), with stdout and stderr of the worker interleaved.
 FAILED_LOAD = """\
@@ -22,13 +24,15 @@ FAILED_LOAD = """\
 """
 
 
-def _first_failure(text: str) -> tuple[int, str | None]:
+def _first_failure(text: str, seconds_per_line: float = 0.0) -> tuple[int, str | None]:
+    """The line at which the watch decides, and its message; (0, ...) at the log's end."""
     watch = LoadWatch()
-    for number, line in enumerate(text.splitlines(), 1):
-        failure = watch.feed(line)
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
+        failure = watch.feed(line, now=number * seconds_per_line)
         if failure:
             return number, failure
-    return 0, None
+    return 0, watch.settle()
 
 
 def test_a_failed_load_gives_the_worker_s_exception_at_the_frontend_s_report() -> None:
@@ -39,9 +43,50 @@ def test_a_failed_load_gives_the_worker_s_exception_at_the_frontend_s_report() -
     )
 
 
-def test_without_a_traceback_the_frontend_s_error_is_the_reason() -> None:
-    line = "[WARN ] W-9000-big_1 org.pytorch.serve.wlm.BatchAggregator - Load model failed: big, error: Worker died."
-    assert _first_failure(line)[1] == "model 'big' failed to load in TorchServe: Worker died."
+def test_a_traceback_logged_after_the_frontend_s_report_is_still_the_reason() -> None:
+    # The frontend's report and the worker's output come from different Java threads: CI
+    # saw "Load model failed" first, and the message said only "Worker died.".
+    lines = FAILED_LOAD.splitlines()
+    reordered = "\n".join([lines[-1], *lines[:-1]])
+    line, failure = _first_failure(reordered)
+    assert line == 11  # at the exception's line, the traceback's last
+    assert failure == (
+        "model 'tiny' failed to load in TorchServe: zipfile.BadZipFile: File is not a zip file"
+    )
+
+
+def test_without_a_traceback_the_frontend_s_error_is_the_reason_once_it_is_late() -> None:
+    report = "[WARN ] W-9000-big_1 org.pytorch.serve.wlm.BatchAggregator - Load model failed: big, error: Worker died."
+    chatter = "[INFO ] main org.pytorch.serve.wlm.ModelManager - retrying"
+    late = 1 + int(LATE_REASON_S)  # the report is line 1 at t=1 s, a line a second
+    line, failure = _first_failure("\n".join([report, *[chatter] * (late + 5)]), 1.0)
+    assert line == late  # not before the reason is late, and not after
+    assert failure == "model 'big' failed to load in TorchServe: Worker died."
+    assert _first_failure(report) == (0, failure)  # the log ended: what is known
+
+
+def test_relay_gives_the_frontend_s_reason_when_the_log_goes_quiet() -> None:
+    # A pipe that stays open and silent after the report: relay must not wait forever.
+    import os
+    import threading
+    import time
+
+    read_end, write_end = os.pipe()
+    report = b"[WARN ] W-9000-big_1 org.pytorch.serve.wlm.BatchAggregator - Load model failed: big, error: Worker died.\n"
+    os.write(write_end, report)
+    sink = io.StringIO()
+    with os.fdopen(read_end, "r") as stream:
+        started = time.monotonic()
+        result: list[str | None] = []
+        reader = threading.Thread(target=lambda: result.append(relay(stream, sink, LoadWatch())))
+        reader.start()
+        reader.join(LATE_REASON_S + 5)
+        elapsed = time.monotonic() - started
+        os.close(write_end)
+        reader.join(5)
+    assert result == ["model 'big' failed to load in TorchServe: Worker died."]
+    assert LATE_REASON_S <= elapsed < LATE_REASON_S + 5
+    assert "Load model failed" in sink.getvalue()
 
 
 def test_a_served_model_s_log_is_no_failure() -> None:
